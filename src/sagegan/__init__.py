@@ -1,0 +1,3 @@
+"""sagegan: few-label nanoparticle segmentation for electron micrographs."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,528 @@
+"""Reading and writing micrographs and masks, with physical pixel sizes and clear errors.
+
+Everything that touches files of the user's lives here, so that every other module can assume
+clean arrays: a float32 image in [0, 1] and an integer instance-label map of the same shape.
+Any problem with an input file is raised as :class:`InputError`, whose message names the file
+and the problem in one line; the command line prints that line and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+EM_SUFFIXES = (".dm3", ".dm4", ".emd", ".ser")
+MIN_SIDE_PX = 16
+
+# Length units seen in microscope metadata, as nanometres per unit.
+_NM_PER_UNIT = {
+    "m": 1e9, "meter": 1e9, "metre": 1e9,
+    "cm": 1e7, "centimeter": 1e7,
+    "mm": 1e6, "millimeter": 1e6,
+    "um": 1e3, "µm": 1e3, "μm": 1e3, "micron": 1e3, "microns": 1e3, "micrometer": 1e3,
+    "micrometre": 1e3, "\\u00b5m": 1e3,
+    "nm": 1.0, "nanometer": 1.0, "nanometre": 1.0,
+    "a": 0.1, "å": 0.1, "Å": 0.1, "angstrom": 0.1, "ångström": 0.1,
+    "pm": 1e-3,
+}
+
+
+class InputError(ValueError):
+    """A user's input file or folder is unusable; the message is one line naming it."""
+
+
+@dataclass
+class Micrograph:
+    """A grey-level micrograph scaled to [0, 1] with its pixel size.
+
+    Attributes
+    ----------
+    image : float32 array (H, W) in [0, 1].
+    nm_per_px : pixel size in nanometres, or None when the file does not say.
+    metadata : what the reader learned from the file (format, original dtype and range, units).
+    path : the file it came from, if any.
+    """
+
+    image: np.ndarray
+    nm_per_px: float | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.image.shape  # type: ignore[return-value]
+
+
+def unit_to_nm(value: float, unit: str, source: str | Path = "") -> float:
+    """Convert a length ``value`` in ``unit`` to nanometres.
+
+    Reciprocal-space units (``1/nm``, ``nm^-1``) are refused: they describe a diffraction
+    pattern or an FFT, not a real-space image.
+    """
+    u = str(unit).strip()
+    low = u.lower().replace(" ", "")
+    if low.startswith("1/") or "^-1" in low or "-1" == low[-2:] or low.startswith("per"):
+        raise InputError(f"{source}: pixel size is in reciprocal units ({u}); "
+                         "this looks like a diffraction pattern or FFT, not a real-space image")
+    factor = _NM_PER_UNIT.get(u) or _NM_PER_UNIT.get(low)
+    if factor is None:
+        raise InputError(f"{source}: unknown length unit {u!r} for the pixel size "
+                         "(expected m, mm, µm, nm or Å); pass --nm-per-px")
+    nm = float(value) * factor
+    if not math.isfinite(nm) or nm <= 0:
+        raise InputError(f"{source}: pixel size {value} {u} is not a positive number")
+    return nm
+
+
+# --------------------------------------------------------------------------------------------
+# micrographs
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise InputError(f"{path}: file not found")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, expected an image file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: file is empty")
+
+
+def _to_grey(arr: np.ndarray, path: Path) -> np.ndarray:
+    """Reduce grey, grey+alpha, RGB or RGBA arrays to one luminance channel."""
+    if arr.ndim == 2:
+        return arr
+    if arr.ndim == 3 and arr.shape[-1] in (2, 3, 4):
+        if arr.shape[-1] == 2:  # grey + alpha
+            return arr[..., 0]
+        rgb = arr[..., :3]
+        if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
+            return rgb[..., 0]  # grey stored as RGB: keep the exact values
+        weights = np.array([0.2125, 0.7154, 0.0721])  # ITU-R 709 luminance, as skimage.rgb2gray
+        grey = rgb.astype(np.float64) @ weights
+        if arr.dtype.kind in "ui":  # keep the integer type so the full-scale range still applies
+            return np.round(grey).astype(arr.dtype)
+        return grey.astype(np.float32)
+    if arr.ndim == 3 and arr.shape[0] == 1:
+        return arr[0]
+    raise InputError(f"{path}: expected a 2-D grey or RGB image, got an array of shape {arr.shape} "
+                     "(stacks and multi-channel images are not supported)")
+
+
+def _scale_to_unit(arr: np.ndarray, path: Path) -> tuple[np.ndarray, dict[str, Any]]:
+    """Scale to float32 [0, 1]: 8/16-bit by their full range, other types by min-max."""
+    info: dict[str, Any] = {"dtype": str(arr.dtype)}
+    if arr.dtype == bool:
+        return arr.astype(np.float32), info
+    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+        bad = int(np.count_nonzero(~np.isfinite(arr)))
+        raise InputError(f"{path}: image contains {bad} NaN or infinite pixel values")
+    if arr.dtype in (np.uint8, np.uint16) and arr.ndim == 2:
+        top = float(np.iinfo(arr.dtype).max)
+        info["scaling"] = f"divided by {int(top)}"
+        return (arr.astype(np.float32) / top), info
+    # Floats, signed and 32-bit integers have no natural full scale (counts, electrons, ...).
+    data = arr.astype(np.float64)
+    lo, hi = float(data.min()), float(data.max())
+    info.update(scaling="min-max", original_min=lo, original_max=hi)
+    if hi <= lo:
+        return np.zeros(arr.shape, np.float32), info
+    if arr.dtype.kind == "f" and lo >= 0.0 and hi <= 1.0:
+        info["scaling"] = "none (already in [0, 1])"
+        return data.astype(np.float32), info
+    return ((data - lo) / (hi - lo)).astype(np.float32), info
+
+
+def _tiff_pixel_size(tif: Any, path: Path) -> tuple[float | None, dict[str, Any]]:
+    """Pixel size from a Zeiss CZ_SEM tag or ImageJ resolution tags, in nm."""
+    page = tif.pages[0]
+    meta: dict[str, Any] = {}
+    tags = page.tags
+    if "CZ_SEM" in tags:
+        cz = tags["CZ_SEM"].value
+        if isinstance(cz, dict):
+            for key, entry in cz.items():
+                if "pixel_size" in str(key).lower() and isinstance(entry, tuple) and len(entry) >= 3:
+                    meta["pixel_size_source"] = f"CZ_SEM {key}"
+                    return unit_to_nm(entry[1], entry[2], path), meta
+    ij = tif.imagej_metadata
+    if ij and "XResolution" in tags:
+        unit = ij.get("unit")
+        num, den = tags["XResolution"].value
+        if unit and num and den and str(unit).lower() not in ("pixel", "pixels", "inch", ""):
+            px_per_unit = num / den
+            meta["pixel_size_source"] = "ImageJ resolution"
+            return unit_to_nm(1.0 / px_per_unit, unit, path), meta
+    return None, meta
+
+
+def _read_tiff(path: Path) -> tuple[np.ndarray, float | None, dict[str, Any]]:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            arr = tif.pages[0].asarray()
+            nm, meta = _tiff_pixel_size(tif, path)
+    except InputError:
+        raise
+    except Exception as exc:  # tifffile raises many types for damaged files
+        raise InputError(f"{path}: cannot read as TIFF ({_short(exc)})") from None
+    return arr, nm, meta
+
+
+def _read_em(path: Path) -> tuple[np.ndarray, float | None, dict[str, Any]]:
+    """Gatan .dm3/.dm4, Velox/FEI .emd and TIA .ser through the optional (GPL) rosettasciio."""
+    try:
+        if path.suffix.lower() in (".dm3", ".dm4"):
+            from rsciio.digitalmicrograph import file_reader
+        elif path.suffix.lower() == ".emd":
+            from rsciio.emd import file_reader
+        else:
+            from rsciio.tia import file_reader
+    except ImportError:
+        raise InputError(f"{path}: reading {path.suffix} files needs the optional extra: "
+                         "pip install 'sagegan[em]'") from None
+    try:
+        signals = file_reader(str(path))
+    except Exception as exc:
+        raise InputError(f"{path}: cannot read ({_short(exc)})") from None
+    images = [s for s in signals if np.asarray(s["data"]).ndim == 2]
+    if not images:
+        raise InputError(f"{path}: contains no 2-D image")
+    sig = images[0]
+    axes = sig.get("axes", [])
+    nm = None
+    if axes:
+        ax = axes[-1]
+        unit, scale = ax.get("units"), ax.get("scale")
+        if unit and str(unit) not in ("<undefined>", "") and scale:
+            nm = unit_to_nm(scale, unit, path)
+    return np.asarray(sig["data"]), nm, {"pixel_size_source": "rosettasciio axes"} if nm else {}
+
+
+def _read_plain(path: Path) -> np.ndarray:
+    import imageio.v3 as iio
+
+    try:
+        plugin = "tifffile" if path.suffix.lower() in (".tif", ".tiff") else "pillow"
+        return np.asarray(iio.imread(path, plugin=plugin))
+    except Exception as exc:
+        raise InputError(f"{path}: cannot read as an image ({_short(exc)})") from None
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:160]
+
+
+def read_micrograph(path: str | Path, nm_per_px: float | None = None,
+                    crop_bottom: int = 0) -> Micrograph:
+    """Read a micrograph as float32 grey levels in [0, 1] with its pixel size.
+
+    Parameters
+    ----------
+    path : PNG, JPEG, BMP, TIFF, or (with the ``em`` extra) .dm3/.dm4/.emd/.ser.
+    nm_per_px : overrides the file's pixel size when given.
+    crop_bottom : rows to drop at the bottom (the microscope's data bar).
+
+    Returns
+    -------
+    Micrograph
+
+    Examples
+    --------
+    >>> m = read_micrograph("particles.tif")          # doctest: +SKIP
+    >>> m.image.shape, m.nm_per_px                    # doctest: +SKIP
+    ((712, 1024), 7.344)
+    """
+    path = Path(path)
+    _check_file(path)
+    suffix = path.suffix.lower()
+    nm_file: float | None = None
+    meta: dict[str, Any] = {"format": suffix.lstrip(".")}
+    if suffix in (".tif", ".tiff"):
+        arr, nm_file, extra = _read_tiff(path)
+        meta.update(extra)
+    elif suffix in EM_SUFFIXES:
+        arr, nm_file, extra = _read_em(path)
+        meta.update(extra)
+    elif suffix in IMAGE_SUFFIXES:
+        arr = _read_plain(path)
+    else:
+        raise InputError(f"{path}: unsupported file type {suffix!r} "
+                         f"(expected one of {', '.join(IMAGE_SUFFIXES + EM_SUFFIXES)})")
+    arr = _to_grey(arr, path)
+    image, info = _scale_to_unit(arr, path)
+    meta.update(info)
+    if crop_bottom:
+        image = _crop(image, crop_bottom, path)
+    _check_size(image.shape, path)
+    if nm_per_px is not None:
+        if not (nm_per_px > 0 and math.isfinite(nm_per_px)):
+            raise InputError(f"{path}: --nm-per-px must be a positive number, got {nm_per_px}")
+        meta["pixel_size_source"] = "given by the user"
+        nm_file = float(nm_per_px)
+    return Micrograph(image=np.ascontiguousarray(image, dtype=np.float32), nm_per_px=nm_file,
+                      metadata=meta, path=path)
+
+
+def _crop(arr: np.ndarray, crop_bottom: int, path: Path) -> np.ndarray:
+    if crop_bottom < 0 or crop_bottom >= arr.shape[0]:
+        raise InputError(f"{path}: cannot crop {crop_bottom} rows from an image {arr.shape[0]} rows high")
+    return arr[: arr.shape[0] - crop_bottom]
+
+
+def _check_size(shape: tuple[int, ...], path: Path) -> None:
+    if min(shape[:2]) < MIN_SIDE_PX:
+        raise InputError(f"{path}: image is {shape[1]}x{shape[0]} px; at least "
+                         f"{MIN_SIDE_PX}x{MIN_SIDE_PX} is needed")
+
+
+# --------------------------------------------------------------------------------------------
+# masks
+
+
+def labels_from_binary(mask: np.ndarray, connectivity: int = 1) -> np.ndarray:
+    """Instance labels of a binary mask by connected components (1 = 4-, 2 = 8-connectivity)."""
+    from skimage.measure import label
+
+    return label(np.asarray(mask) > 0, connectivity=connectivity).astype(np.int32)
+
+
+def read_mask(path: str | Path, connectivity: int = 1, crop_bottom: int = 0) -> np.ndarray:
+    """Read a mask as an int32 instance-label map (0 = background).
+
+    Binary masks (0/255, 0/1, bool) become instances by connected components, 4-connected by
+    default (``connectivity=2`` for 8). Integer label maps (8/16/32-bit) keep their ids.
+    Colour-coded instance maps (RGB) get one id per colour.
+    """
+    path = Path(path)
+    _check_file(path)
+    suffix = path.suffix.lower()
+    if suffix in (".tif", ".tiff"):
+        arr, _, _ = _read_tiff(path)
+    elif suffix in IMAGE_SUFFIXES:
+        arr = _read_plain(path)
+    else:
+        raise InputError(f"{path}: unsupported mask file type {suffix!r}")
+    if arr.ndim == 3 and arr.shape[-1] in (3, 4):
+        rgb = arr[..., :3]
+        if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
+            arr = rgb[..., 0]
+        else:  # one instance per colour, black = background
+            flat = rgb.reshape(-1, 3).astype(np.int64)
+            key = (flat[:, 0] << 16) | (flat[:, 1] << 8) | flat[:, 2]
+            _, inv = np.unique(key, return_inverse=True)
+            arr = inv.reshape(rgb.shape[:2]).astype(np.int32)
+            if key.min() != 0:
+                arr = arr + 1
+    elif arr.ndim == 3 and arr.shape[-1] == 2:
+        arr = arr[..., 0]
+    if arr.ndim != 2:
+        raise InputError(f"{path}: mask must be 2-D, got shape {arr.shape}")
+    if crop_bottom:
+        arr = _crop(arr, crop_bottom, path)
+    _check_size(arr.shape, path)
+    if arr.dtype.kind == "f":
+        if not np.all(np.isfinite(arr)):
+            raise InputError(f"{path}: mask contains NaN or infinite values")
+        if not np.all(arr == np.round(arr)):
+            raise InputError(f"{path}: mask has fractional values ({arr.dtype}); expected a "
+                             "binary mask or integer label ids")
+        arr = arr.astype(np.int64)
+    if arr.dtype.kind not in "uib":
+        raise InputError(f"{path}: unsupported mask dtype {arr.dtype}")
+    if arr.dtype.kind == "i" and arr.min() < 0:
+        raise InputError(f"{path}: mask has negative label ids")
+    values = np.unique(arr)
+    nonzero = values[values != 0]
+    if arr.dtype == bool or nonzero.size <= 1:
+        return labels_from_binary(arr, connectivity)
+    if nonzero.max() > np.iinfo(np.int32).max:
+        raise InputError(f"{path}: label ids exceed the int32 range")
+    return arr.astype(np.int32)
+
+
+def write_labels(path: str | Path, labels: np.ndarray) -> Path:
+    """Write an instance-label map as a compressed TIFF: uint16, or uint32 above 65535 ids."""
+    import tifffile
+
+    path = Path(path)
+    labels = np.asarray(labels)
+    if labels.ndim != 2 or labels.dtype.kind not in "uib":
+        raise ValueError(f"labels must be a 2-D integer array, got {labels.dtype} {labels.shape}")
+    top = int(labels.max()) if labels.size else 0
+    dtype = np.uint16 if top <= np.iinfo(np.uint16).max else np.uint32
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    tifffile.imwrite(tmp, labels.astype(dtype), compression="zlib")
+    tmp.replace(path)
+    return path
+
+
+def write_image(path: str | Path, image: np.ndarray) -> Path:
+    """Write a float [0, 1] grey image (or an RGB uint8 array) as 8-bit PNG."""
+    import imageio.v3 as iio
+
+    path = Path(path)
+    arr = np.asarray(image)
+    if arr.dtype.kind == "f":
+        arr = np.clip(np.round(arr * 255.0), 0, 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    iio.imwrite(path, arr)
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# data folders: DIR/images/<stem>.<ext> + DIR/masks/<stem>.<ext>
+
+
+@dataclass
+class Sample:
+    """One labelled training or test image."""
+
+    stem: str
+    image: np.ndarray
+    labels: np.ndarray
+    nm_per_px: float | None = None
+    image_path: Path | None = None
+    mask_path: Path | None = None
+
+
+def _stem(name: str) -> str:
+    base = Path(name.strip()).name
+    while Path(base).suffix.lower() in IMAGE_SUFFIXES + EM_SUFFIXES:
+        base = Path(base).stem
+    return base
+
+
+def read_split(path: str | Path) -> list[str]:
+    """Stems listed in the first column of a text or CSV file (a header row is skipped).
+
+    Extensions are dropped, so ``a1.png`` and ``a1`` name the same image.
+    """
+    path = Path(path)
+    _check_file(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (UnicodeDecodeError, OSError) as exc:
+        raise InputError(f"{path}: cannot read split file ({_short(exc)})") from None
+    rows = [r for r in csv.reader(text.splitlines()) if r and r[0].strip() and not r[0].startswith("#")]
+    stems = [_stem(r[0]) for r in rows]
+    if stems and stems[0].lower() in {"file", "filename", "stem", "id", "name", "image"}:
+        stems = stems[1:]
+    if not stems:
+        raise InputError(f"{path}: split file lists no images")
+    return stems
+
+
+def _files_by_stem(folder: Path, suffixes: Sequence[str]) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and p.suffix.lower() in suffixes and not p.name.startswith("."):
+            found.setdefault(_stem(p.name), p)
+    return found
+
+
+def _listing(names: Iterable[str], limit: int = 8) -> str:
+    names = list(names)
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def resolve_data_dirs(data: str | Path | None = None, images: str | Path | None = None,
+                      masks: str | Path | None = None) -> tuple[Path, Path]:
+    """Image and mask folders from ``--data DIR`` or ``--images DIR --masks DIR``."""
+    if data is not None and (images is not None or masks is not None):
+        raise InputError("give either --data DIR or --images DIR --masks DIR, not both")
+    if data is not None:
+        images, masks = Path(data) / "images", Path(data) / "masks"
+    if images is None or masks is None:
+        raise InputError("no training data: give --data DIR or both --images DIR and --masks DIR")
+    images, masks = Path(images), Path(masks)
+    for folder in (images, masks):
+        if not folder.is_dir():
+            raise InputError(f"{folder}: folder not found")
+    return images, masks
+
+
+def find_pairs(images_dir: str | Path, masks_dir: str | Path,
+               split: str | Path | Sequence[str] | None = None) -> list[tuple[str, Path, Path]]:
+    """Pair ``images_dir/<stem>.*`` with ``masks_dir/<stem>.*``, restricted to a split.
+
+    Raises :class:`InputError` listing images without masks, and stems of the split that are
+    missing from the image folder.
+    """
+    images_dir, masks_dir = Path(images_dir), Path(masks_dir)
+    images = _files_by_stem(images_dir, IMAGE_SUFFIXES + EM_SUFFIXES)
+    masks = _files_by_stem(masks_dir, IMAGE_SUFFIXES)
+    if split is not None:
+        wanted = read_split(split) if isinstance(split, (str, Path)) else [_stem(s) for s in split]
+        missing = [s for s in wanted if s not in images]
+        if missing:
+            raise InputError(f"{images_dir}: {len(missing)} image(s) named in the split are missing: "
+                             f"{_listing(missing)}")
+        stems = list(dict.fromkeys(wanted))
+    else:
+        stems = sorted(images)
+    if not stems:
+        raise InputError(f"{images_dir}: no images found (expected {', '.join(IMAGE_SUFFIXES)})")
+    no_mask = [s for s in stems if s not in masks]
+    if no_mask:
+        raise InputError(f"{masks_dir}: no mask for {len(no_mask)} image(s): {_listing(no_mask)}")
+    return [(s, images[s], masks[s]) for s in stems]
+
+
+def load_pairs(images_dir: str | Path, masks_dir: str | Path,
+               split: str | Path | Sequence[str] | None = None, crop_bottom: int = 0,
+               nm_per_px: float | None = None, connectivity: int = 1,
+               progress: bool = False) -> list[Sample]:
+    """Read every image/mask pair of a data folder, checking sizes and that particles exist."""
+    pairs = find_pairs(images_dir, masks_dir, split)
+    samples: list[Sample] = []
+    iterator: Iterable = pairs
+    if progress:
+        from rich.progress import track
+
+        iterator = track(pairs, description="reading data", transient=True)
+    for stem, image_path, mask_path in iterator:
+        micrograph = read_micrograph(image_path, nm_per_px=nm_per_px, crop_bottom=crop_bottom)
+        labels = read_mask(mask_path, connectivity=connectivity, crop_bottom=crop_bottom)
+        if labels.shape != micrograph.image.shape:
+            raise InputError(f"{mask_path}: mask is {labels.shape[1]}x{labels.shape[0]} px but its image "
+                             f"{image_path.name} is {micrograph.image.shape[1]}x{micrograph.image.shape[0]} px")
+        samples.append(Sample(stem, micrograph.image, labels, micrograph.nm_per_px, image_path, mask_path))
+    if not any(s.labels.any() for s in samples):
+        raise InputError(f"{masks_dir}: the masks contain no particles at all")
+    return samples
+
+
+def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
+    """Files, folders (their images) or glob patterns -> a sorted, de-duplicated list of files."""
+    import glob
+
+    files: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            files += [f for f in sorted(p.iterdir())
+                      if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES + EM_SUFFIXES]
+        elif p.exists():
+            files.append(p)
+        elif re.search(r"[*?\[]", str(item)):
+            matched = [Path(m) for m in sorted(glob.glob(str(item)))]
+            if not matched:
+                raise InputError(f"{item}: pattern matches no files")
+            files += [m for m in matched if m.is_file()]
+        else:
+            raise InputError(f"{item}: file not found")
+    files = list(dict.fromkeys(files))
+    if not files:
+        raise InputError(f"{', '.join(map(str, inputs))}: no image files found")
+    return files

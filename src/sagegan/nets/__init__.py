@@ -1,0 +1,1 @@
+"""Neural networks: plain ``nn.Module``s with no I/O and no training logic."""

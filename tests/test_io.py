@@ -1,0 +1,234 @@
+"""Micrograph and mask I/O: formats, pixel sizes, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import tifffile
+
+from sagegan.io import (InputError, find_pairs, load_pairs, read_mask, read_micrograph, read_split,
+                        unit_to_nm, write_labels)
+
+
+def _ramp(h=32, w=40):
+    return np.linspace(0, 1, h * w).reshape(h, w)
+
+
+# ------------------------------------------------------------------------------ micrographs
+
+
+@pytest.mark.parametrize("dtype,top", [(np.uint8, 255), (np.uint16, 65535)])
+def test_png_grey_8_and_16_bit(tmp_path, dtype, top):
+    arr = np.round(_ramp() * top).astype(dtype)
+    iio.imwrite(tmp_path / "a.png", arr)
+    m = read_micrograph(tmp_path / "a.png")
+    assert m.image.dtype == np.float32 and m.image.shape == (32, 40)
+    assert m.image.min() == 0.0 and m.image.max() == 1.0
+    assert m.nm_per_px is None
+
+
+def test_rgb_and_rgba_become_luminance(tmp_path):
+    grey = np.round(_ramp() * 255).astype(np.uint8)
+    rgb = np.stack([grey] * 3, -1)
+    iio.imwrite(tmp_path / "g.png", rgb)
+    np.testing.assert_allclose(read_micrograph(tmp_path / "g.png").image, grey / 255.0, atol=1e-6)
+    rgba = np.concatenate([rgb, np.full(grey.shape + (1,), 255, np.uint8)], -1)
+    rgba[..., 0] = 0  # pure green-blue: luminance weights apply
+    iio.imwrite(tmp_path / "c.png", rgba)
+    expected = (0.7154 * grey + 0.0721 * grey) / 255.0
+    np.testing.assert_allclose(read_micrograph(tmp_path / "c.png").image, expected, atol=0.5 / 255)
+
+
+def test_jpeg_and_bmp(tmp_path):
+    arr = np.round(_ramp() * 255).astype(np.uint8)
+    for name in ("a.jpg", "a.bmp"):
+        iio.imwrite(tmp_path / name, arr)
+        assert read_micrograph(tmp_path / name).image.shape == arr.shape
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32, np.float32])
+def test_tiff_dtypes(tmp_path, dtype):
+    arr = (_ramp() * 1000).astype(dtype)
+    tifffile.imwrite(tmp_path / "a.tif", arr)
+    img = read_micrograph(tmp_path / "a.tif").image
+    assert img.dtype == np.float32 and 0.0 <= img.min() and img.max() <= 1.0
+
+
+def test_imagej_resolution_gives_nm(tmp_path):
+    arr = np.zeros((32, 32), np.uint8)
+    # 0.5 µm per pixel -> 2 px per micron
+    tifffile.imwrite(tmp_path / "ij.tif", arr, imagej=True, resolution=(2.0, 2.0), metadata={"unit": "micron"})
+    assert read_micrograph(tmp_path / "ij.tif").nm_per_px == pytest.approx(500.0)
+    tifffile.imwrite(tmp_path / "a.tif", arr, imagej=True, resolution=(0.5, 0.5), metadata={"unit": "nm"})
+    assert read_micrograph(tmp_path / "a.tif").nm_per_px == pytest.approx(2.0)
+
+
+def test_zeiss_cz_sem_tag(tmp_path):
+    arr = np.zeros((32, 32), np.uint8)
+    text = "0\r\nAP_PIXEL_SIZE\r\nPixel Size = 7.344 nm\r\nAP_MAG\r\nMag = 50.00 K X\r\n"
+    tifffile.imwrite(tmp_path / "z.tif", arr, extratags=[(34118, "s", 0, text, True)])
+    assert read_micrograph(tmp_path / "z.tif").nm_per_px == pytest.approx(7.344)
+
+
+def test_user_pixel_size_overrides(tmp_path):
+    tifffile.imwrite(tmp_path / "a.tif", np.zeros((32, 32), np.uint8), imagej=True,
+                     resolution=(1.0, 1.0), metadata={"unit": "nm"})
+    assert read_micrograph(tmp_path / "a.tif", nm_per_px=3.5).nm_per_px == 3.5
+
+
+def test_units():
+    assert unit_to_nm(1, "µm") == 1000 and unit_to_nm(2, "Å") == pytest.approx(0.2)
+    assert unit_to_nm(1e-9, "m") == pytest.approx(1.0)
+    with pytest.raises(InputError, match="reciprocal"):
+        unit_to_nm(0.1, "1/nm")
+
+
+def test_crop_bottom(tmp_path):
+    iio.imwrite(tmp_path / "a.png", np.zeros((40, 32), np.uint8))
+    assert read_micrograph(tmp_path / "a.png", crop_bottom=8).image.shape == (32, 32)
+
+
+# ------------------------------------------------------------------------------ masks
+
+
+def test_binary_masks_become_instances(tmp_path):
+    mask = np.zeros((32, 32), np.uint8)
+    mask[2:6, 2:6] = 255
+    mask[6:10, 6:10] = 255  # touches the first only diagonally
+    iio.imwrite(tmp_path / "m.png", mask)
+    assert read_mask(tmp_path / "m.png").max() == 2  # 4-connectivity
+    assert read_mask(tmp_path / "m.png", connectivity=2).max() == 1
+    tifffile.imwrite(tmp_path / "b.tif", mask > 0)
+    assert read_mask(tmp_path / "b.tif").max() == 2
+
+
+def test_label_maps_keep_ids_and_roundtrip(tmp_path):
+    labels = np.zeros((32, 32), np.int32)
+    labels[2:6, 2:6] = 7
+    labels[6:10, 6:10] = 3  # touching instances stay separate
+    iio.imwrite(tmp_path / "l.png", labels.astype(np.uint16))
+    np.testing.assert_array_equal(read_mask(tmp_path / "l.png"), labels)
+    write_labels(tmp_path / "l.tif", labels)
+    assert tifffile.imread(tmp_path / "l.tif").dtype == np.uint16
+    np.testing.assert_array_equal(read_mask(tmp_path / "l.tif"), labels)
+    big = np.arange(300 * 300, dtype=np.int32).reshape(300, 300)
+    write_labels(tmp_path / "big.tif", big)
+    assert tifffile.imread(tmp_path / "big.tif").dtype == np.uint32
+
+
+# ------------------------------------------------------------------------------ data folders
+
+
+def _folder(tmp_path, n=3, size=32):
+    for sub in ("images", "masks"):
+        (tmp_path / sub).mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        iio.imwrite(tmp_path / "images" / f"s{i}.png", np.full((size, size), 100, np.uint8))
+        m = np.zeros((size, size), np.uint8)
+        m[4:10, 4:10] = 255
+        iio.imwrite(tmp_path / "masks" / f"s{i}.png", m)
+    return tmp_path
+
+
+def test_split_files(tmp_path):
+    (tmp_path / "a.txt").write_text("s0\ns2\n")
+    (tmp_path / "b.csv").write_text("file,split\ns1.png,train\n")
+    assert read_split(tmp_path / "a.txt") == ["s0", "s2"]
+    assert read_split(tmp_path / "b.csv") == ["s1"]
+    d = _folder(tmp_path / "d")
+    assert [p[0] for p in find_pairs(d / "images", d / "masks", tmp_path / "a.txt")] == ["s0", "s2"]
+
+
+def test_load_pairs(tmp_path):
+    d = _folder(tmp_path)
+    samples = load_pairs(d / "images", d / "masks", crop_bottom=4)
+    assert len(samples) == 3 and samples[0].image.shape == (28, 32) == samples[0].labels.shape
+
+
+# Each bad input: an InputError whose single line names the file and the problem.
+def _bad_cases(tmp_path):
+    d = _folder(tmp_path)
+    cases = {}
+    cases["missing"] = (lambda: read_micrograph(d / "nope.png"), "nope.png", "not found")
+    (d / "empty.png").write_bytes(b"")
+    cases["empty"] = (lambda: read_micrograph(d / "empty.png"), "empty.png", "empty")
+    (d / "text.png").write_text("this is not an image\n")
+    cases["text"] = (lambda: read_micrograph(d / "text.png"), "text.png", "cannot read")
+    full = (d / "images" / "s0.png").read_bytes()
+    iio.imwrite(d / "big.png", (np.random.default_rng(0).random((256, 256)) * 255).astype(np.uint8))
+    (d / "trunc.png").write_bytes((d / "big.png").read_bytes()[:2000])
+    cases["truncated"] = (lambda: read_micrograph(d / "trunc.png"), "trunc.png", "cannot read")
+    iio.imwrite(d / "tiny.png", np.zeros((8, 8), np.uint8))
+    cases["tiny"] = (lambda: read_micrograph(d / "tiny.png"), "tiny.png", "at least 16x16")
+    nan = np.ones((32, 32), np.float32)
+    nan[3, 3] = np.nan
+    tifffile.imwrite(d / "nan.tif", nan)
+    cases["nan"] = (lambda: read_micrograph(d / "nan.tif"), "nan.tif", "NaN")
+    assert full
+    return d, cases
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "text", "truncated", "tiny", "nan"])
+def test_bad_files_give_clear_errors(tmp_path, case):
+    _, cases = _bad_cases(tmp_path)
+    fn, name, words = cases[case]
+    with pytest.raises(InputError) as err:
+        fn()
+    msg = str(err.value)
+    assert name in msg and words in msg and "\n" not in msg
+
+
+def test_size_mismatch(tmp_path):
+    d = _folder(tmp_path)
+    iio.imwrite(d / "masks" / "s1.png", np.zeros((20, 32), np.uint8))
+    with pytest.raises(InputError, match=r"s1\.png: mask is 32x20 px but its image"):
+        load_pairs(d / "images", d / "masks")
+
+
+def test_images_without_masks_are_listed(tmp_path):
+    d = _folder(tmp_path)
+    (d / "masks" / "s1.png").unlink()
+    (d / "masks" / "s2.png").unlink()
+    with pytest.raises(InputError, match="no mask for 2 image.*s1, s2"):
+        find_pairs(d / "images", d / "masks")
+
+
+def test_masks_without_particles(tmp_path):
+    d = _folder(tmp_path)
+    for p in (d / "masks").iterdir():
+        iio.imwrite(p, np.zeros((32, 32), np.uint8))
+    with pytest.raises(InputError, match="no particles at all"):
+        load_pairs(d / "images", d / "masks")
+
+
+def test_fractional_mask_dtype(tmp_path):
+    tifffile.imwrite(tmp_path / "m.tif", np.full((32, 32), 0.5, np.float32))
+    with pytest.raises(InputError, match="m.tif: mask has fractional values"):
+        read_mask(tmp_path / "m.tif")
+
+
+def test_cli_bad_input_is_one_line_exit_2(tmp_path):
+    d = _folder(tmp_path)
+    (d / "masks" / "s1.png").unlink()
+    cmd = [sys.executable, "-m", "sagegan", "check-data", "--data", str(d)]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    assert res.returncode == 2 and "no mask for 1 image(s): s1" in res.stderr
+    lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
+
+
+def test_cli_help_does_not_import_torch():
+    code = ("import sys; from sagegan.cli import app; from typer.testing import CliRunner; "
+            "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_cli_version():
+    res = subprocess.run([sys.executable, "-m", "sagegan", "--version"], capture_output=True, text=True)
+    assert res.returncode == 0 and res.stdout.startswith("sagegan ")
