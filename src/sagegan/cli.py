@@ -86,6 +86,91 @@ def check_data(
                f"{calibrated} with a pixel size")
 
 
+@app.command("train-seg")
+def train_seg(
+    data: Optional[Path] = DATA, images: Optional[Path] = IMAGES, masks: Optional[Path] = MASKS,
+    split: Optional[Path] = SPLIT,
+    val_split: Optional[Path] = typer.Option(None, "--val-split", help="Stems for validation (default: "
+                                             "10 % of the training stems, held out)."),
+    out: Path = typer.Option(..., "--out", help="RUN folder to write."),
+    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Hard time budget."),
+    epochs: int = typer.Option(200, "--epochs", min=1, help="Epochs (one patch per image each)."),
+    seed: int = SEED,
+    arch: str = typer.Option("attention-unet", "--arch", help="attention-unet | unet"),
+    loss: str = typer.Option("ce_dice", "--loss", help="ce_dice | focal_tversky"),
+    scale: str = typer.Option("canonical", "--scale", help="canonical (zoom particles to "
+                              "--diameter px) | native"),
+    diameter: float = typer.Option(24.0, "--diameter", help="Canonical particle diameter in px."),
+    widths: str = typer.Option("16,32,64,128,256", "--widths", help="Channels per level."),
+    norm: str = typer.Option("batch", "--norm", help="batch | group | instance"),
+    dropout: float = typer.Option(0.0, "--dropout", help="Decoder dropout."),
+    bottleneck_attention: bool = typer.Option(False, "--bottleneck-attention",
+                                              help="Add multi-head self-attention at the bottleneck."),
+    patch_size: int = typer.Option(256, "--patch-size"),
+    batch_size: int = typer.Option(8, "--batch-size"),
+    lr: float = typer.Option(1e-3, "--lr"),
+    val_every: int = typer.Option(200, "--val-every", help="Steps between validations."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+    resume: bool = typer.Option(False, "--resume", help="Continue from RUN/last.safetensors."),
+    crop_bottom: int = CROP, nm_per_px: Optional[float] = NM,
+) -> None:
+    """Phase 1: train the Attention U-Net segmenter on labelled images."""
+    from .io import load_pairs, resolve_data_dirs
+    from .train_seg import SegTrainConfig, train_segmenter
+
+    if scale not in ("canonical", "native"):
+        raise ValueError(f"--scale must be canonical or native, got {scale!r}")
+    cfg = SegTrainConfig(arch=arch, loss=loss, widths=tuple(int(w) for w in widths.split(",")), norm=norm,
+                         dropout=dropout, bottleneck_attention=bottleneck_attention,
+                         canonical_diameter_px=diameter if scale == "canonical" else None,
+                         patch_size=patch_size, batch_size=batch_size, lr=lr, epochs=epochs,
+                         max_minutes=max_minutes, val_every=val_every, seed=seed, device=device)
+    images_dir, masks_dir = resolve_data_dirs(data, images, masks)
+    train = load_pairs(images_dir, masks_dir, split, crop_bottom=crop_bottom, nm_per_px=nm_per_px, progress=True)
+    val = None
+    if val_split is not None:
+        val = load_pairs(images_dir, masks_dir, val_split, crop_bottom=crop_bottom, nm_per_px=nm_per_px)
+    run = train_segmenter(train, out, cfg, val=val, resume=resume)
+    typer.echo(f"segmenter written to {run}")
+
+
+@app.command()
+def segment(
+    inputs: List[str] = typer.Argument(..., help="Image files, folders or glob patterns."),
+    model: Path = typer.Option(..., "--model", help="RUN (or GANRUN) folder."),
+    out: Path = typer.Option(..., "--out", help="Output folder."),
+    nm_per_px: Optional[float] = NM,
+    tta: bool = typer.Option(False, "--tta", help="Average over flips (4x slower)."),
+    scale: str = typer.Option("auto", "--scale", help="auto | zoom factor applied before prediction."),
+    min_area: Optional[int] = typer.Option(None, "--min-area", help="Drop predicted particles smaller "
+                                           "than this (px); default 5 % of a canonical particle."),
+    save_attention: bool = typer.Option(False, "--save-attention", help="Also write <stem>_attention.png."),
+    analyze: bool = typer.Option(False, "--analyze", help="Also run `sagegan analyze` on the result."),
+    crop_bottom: int = CROP,
+) -> None:
+    """Segment micrographs of any size into particle instances."""
+    from .infer import segment_files
+
+    zoom: str | float = scale if scale == "auto" else _positive_float(scale, "--scale")
+    table = segment_files(inputs, model, out, nm_per_px=nm_per_px, scale=zoom, tta=tta, min_area_px=min_area,
+                          save_attention=save_attention, crop_bottom=crop_bottom)
+    typer.echo(f"{table['image'].nunique() if len(table) else 0} image(s), {len(table)} particles -> {out}")
+    if analyze:
+        from .analyze import analyze_labels
+
+        analyze_labels(sorted(Path(out).glob("*_labels.tif")), out, images=None, nm_per_px=nm_per_px)
+
+
+def _positive_float(text: str, option: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise ValueError(f"{option} must be 'auto' or a positive number, got {text!r}")
+    return value
+
+
 @app.command()
 def demo(
     out: Path = typer.Option(Path("demo_output"), "--out", help="Output folder."),
@@ -99,8 +184,24 @@ def demo(
     run_demo(out, data=data, quick=quick, seed=seed)
 
 
+# glibc malloc settings that keep freed memory mapped: without them, CPU training spends about a
+# third of its time in the kernel re-mapping pages (measured in BENCHMARKS.md). They must be set
+# before the process starts, so heavy commands re-execute themselves once with them.
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "68719476736"}
+HEAVY_COMMANDS = {"train-seg", "train-gan", "segment", "synthesize", "evaluate", "demo", "analyze"}
+
+
+def _reexec_with_malloc_settings(argv: List[str]) -> None:
+    if (sys.platform != "linux" or os.environ.get("SAGEGAN_NO_MALLOC_TUNING")
+            or all(k in os.environ for k in MALLOC_ENV) or not HEAVY_COMMANDS & set(argv[:3])):
+        return
+    env = {**os.environ, **MALLOC_ENV}
+    os.execve(sys.executable, [sys.executable, "-m", "sagegan", *argv], env)
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     """Entry point: one clear line and exit status 2 for bad input, never a traceback."""
+    _reexec_with_malloc_settings(list(sys.argv[1:] if argv is None else argv))
     try:
         app(args=argv, prog_name="sagegan", standalone_mode=True)
     except InputError as exc:

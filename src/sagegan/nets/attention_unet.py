@@ -101,6 +101,7 @@ class AttentionUNet(nn.Module):
             raise ValueError("widths needs at least two levels")
         self.widths = widths
         self.attention_gates = attention_gates
+        self._norm_kind, self._dropout = norm, float(dropout)
         self.encoders = nn.ModuleList()
         prev = in_channels
         for w in widths:
@@ -146,3 +147,16 @@ class AttentionUNet(nn.Module):
         if return_gates:
             return logits, gate_maps[::-1]  # finest first
         return logits
+
+    # A model folder's config.json holds these keys; ``from_config`` rebuilds the module.
+    def config(self) -> dict:
+        return {"in_channels": self.encoders[0][0].in_channels, "out_channels": self.head.out_channels,
+                "widths": list(self.widths), "norm": self._norm_kind, "dropout": self._dropout,
+                "attention_gates": self.attention_gates,
+                "bottleneck_attention": self.bottleneck_attention is not None}
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> "AttentionUNet":
+        keys = ("in_channels", "out_channels", "widths", "norm", "dropout", "attention_gates",
+                "bottleneck_attention")
+        return cls(**{k: cfg[k] for k in keys if k in cfg})

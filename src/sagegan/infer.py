@@ -1,0 +1,332 @@
+"""Tiled prediction on images of any size -> probability and distance maps -> particle instances.
+
+The pipeline for one micrograph:
+
+1. percentile normalisation (as in training);
+2. zoom so the particles match the model's canonical diameter (``scale="auto"`` estimates the
+   particle size from the image's autocorrelation, then refines it with a first prediction);
+3. sliding-window prediction with overlapping tiles and Gaussian blending (MONAI), optional
+   flip test-time augmentation;
+4. maps zoomed back to the input's size, then a seeded watershed on the predicted normalised
+   distance splits touching particles; a minimum area removes specks (predictions only).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .checkpoint import load_module_weights, read_json
+from .data import normalise_percentile
+from .io import InputError
+from .losses import N_CLASSES
+from .nets.attention_unet import AttentionUNet
+
+MODEL_FILE = "segmenter.safetensors"
+
+
+@dataclass
+class Segmenter:
+    """A trained segmenter and the settings it was trained with."""
+
+    net: AttentionUNet
+    config: dict[str, Any]
+    path: Path | None = None
+
+    @property
+    def canonical_diameter_px(self) -> float | None:
+        return self.config.get("canonical_diameter_px")
+
+    @property
+    def postprocess(self) -> dict[str, float]:
+        return {"fg_threshold": 0.5, "seed_threshold": 0.5, **self.config.get("postprocess", {})}
+
+
+def load_segmenter(run_dir: str | Path, device: str | torch.device = "cpu") -> Segmenter:
+    """Load ``segmenter.safetensors`` + ``config.json`` from a RUN (or GANRUN) folder."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise InputError(f"{run_dir}: model folder not found")
+    config = read_json(run_dir / "config.json")
+    model_cfg = config.get("model")
+    if not isinstance(model_cfg, dict) or "widths" not in model_cfg:
+        raise InputError(f"{run_dir / 'config.json'}: no 'model' section with the architecture; "
+                         "is this a sagegan model folder?")
+    try:
+        net = AttentionUNet.from_config(model_cfg)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{run_dir / 'config.json'}: invalid architecture ({exc})") from None
+    load_module_weights(net, run_dir / MODEL_FILE)
+    net.to(device).eval()
+    return Segmenter(net, config, run_dir)
+
+
+# ------------------------------------------------------------------------------- particle size
+
+
+def estimate_diameter_autocorr(image: np.ndarray) -> float:
+    """Typical particle diameter (px) from the radial autocorrelation of the image.
+
+    For a disc of diameter D the normalised autocorrelation falls to one half at r = 0.404 D,
+    so D ~ r_half / 0.404. The background trend is removed first; it is a first guess that the
+    segmenter's own prediction refines.
+    """
+    from scipy import ndimage as ndi
+
+    img = image.astype(np.float32)
+    h, w = img.shape
+    smooth = ndi.gaussian_filter(img, 1.0)
+    trend = ndi.gaussian_filter(img, max(h, w) / 8)
+    x = smooth - trend
+    x -= x.mean()
+    spectrum = np.abs(np.fft.rfft2(x, s=(2 * h, 2 * w))) ** 2
+    acf = np.fft.irfft2(spectrum, s=(2 * h, 2 * w))
+    acf = np.fft.fftshift(acf)
+    cy, cx = h, w
+    r_max = min(h, w) // 2
+    yy, xx = np.indices((2 * r_max + 1, 2 * r_max + 1)) - r_max
+    rr = np.rint(np.hypot(yy, xx)).astype(int)
+    window = acf[cy - r_max: cy + r_max + 1, cx - r_max: cx + r_max + 1]
+    profile = np.bincount(rr.ravel(), window.ravel()) / np.maximum(np.bincount(rr.ravel()), 1)
+    profile = profile[: r_max + 1]
+    if profile[0] <= 0:
+        return float("nan")
+    profile = profile / profile[0]
+    below = np.nonzero(profile < 0.5)[0]
+    if below.size == 0:
+        return float("nan")
+    r = int(below[0])
+    # linear interpolation between r-1 and r
+    r_half = r - 1 + (profile[r - 1] - 0.5) / max(profile[r - 1] - profile[r], 1e-9) if r > 0 else 0.5
+    return float(r_half / 0.404)
+
+
+# ------------------------------------------------------------------------------- prediction
+
+
+def _tile_size(h: int, w: int, tile: int, divisor: int) -> tuple[int, int]:
+    up = lambda n: int(math.ceil(n / divisor) * divisor)  # noqa: E731
+    return min(tile, up(h)), min(tile, up(w))
+
+
+@torch.inference_mode()
+def predict_maps(seg: Segmenter, image: np.ndarray, scale: float = 1.0, tta: bool = False,
+                 tile: int = 512, overlap: float = 0.25, with_gates: bool = False,
+                 device: str | torch.device | None = None) -> dict[str, np.ndarray]:
+    """Class probabilities, normalised distance (and the finest gate map) at the input's size.
+
+    ``image`` is a float array (H, W); ``scale`` zooms it before prediction.
+    """
+    from monai.inferers import sliding_window_inference
+
+    net = seg.net
+    device = device or next(net.parameters()).device
+    h, w = image.shape
+    x = torch.from_numpy(normalise_percentile(image))[None, None].to(device)
+    if abs(scale - 1.0) > 1e-3:
+        size = (max(int(round(h * scale)), 8), max(int(round(w * scale)), 8))
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=scale < 1)
+    roi = _tile_size(x.shape[-2], x.shape[-1], tile, net.divisor)
+
+    def predictor(batch: torch.Tensor) -> torch.Tensor:
+        if with_gates and net.attention_gates:
+            out, gates = net(batch, return_gates=True)
+            extra = [gates[0]]
+        else:
+            out, extra = net(batch), []
+        return torch.cat([out[:, :N_CLASSES].softmax(1), torch.sigmoid(out[:, N_CLASSES:N_CLASSES + 1])]
+                         + extra, 1)
+
+    flips: Sequence[tuple[int, ...]] = [(), (-1,), (-2,), (-2, -1)] if tta else [()]
+    total = None
+    for dims in flips:
+        xi = torch.flip(x, dims) if dims else x
+        pred = sliding_window_inference(xi, roi, sw_batch_size=2, predictor=predictor, overlap=overlap,
+                                        mode="gaussian", padding_mode="reflect")
+        pred = torch.flip(pred, dims) if dims else pred
+        total = pred if total is None else total + pred
+    maps = total / len(flips)
+    if maps.shape[-2:] != (h, w):
+        maps = F.interpolate(maps, size=(h, w), mode="bilinear", align_corners=False,
+                             antialias=maps.shape[-1] > w)
+    maps = maps[0].float().cpu().numpy()
+    result = {"probs": maps[:N_CLASSES], "distance": maps[N_CLASSES]}
+    if maps.shape[0] > N_CLASSES + 1:
+        result["gate"] = maps[N_CLASSES + 1]
+    return result
+
+
+def instances_from_maps(probs: np.ndarray, distance: np.ndarray, fg_threshold: float = 0.5,
+                        seed_threshold: float = 0.5, min_area_px: int = 0) -> np.ndarray:
+    """Instance labels (int32) by a watershed on the predicted distance, seeded by its cores.
+
+    Foreground is where background probability < 1 - ``fg_threshold``; each connected core where
+    the normalised distance exceeds ``seed_threshold`` seeds one particle; foreground pieces that
+    hold no core become particles of their own. Instances under ``min_area_px`` are dropped.
+    """
+    from scipy import ndimage as ndi
+    from skimage.segmentation import watershed
+
+    foreground = probs[0] < 1.0 - fg_threshold
+    seeds, n = ndi.label((distance > seed_threshold) & foreground)
+    labels = watershed(-distance, seeds, mask=foreground) if n else np.zeros(foreground.shape, np.int32)
+    orphans, n_orphans = ndi.label(foreground & (labels == 0))
+    if n_orphans:
+        labels = np.where(orphans > 0, orphans + labels.max(), labels)
+    if min_area_px > 0 and labels.any():
+        areas = np.bincount(labels.ravel())
+        small = areas < min_area_px
+        small[0] = False
+        labels[small[labels]] = 0
+    from skimage.segmentation import relabel_sequential
+
+    return relabel_sequential(labels.astype(np.int32))[0]
+
+
+@dataclass
+class Segmentation:
+    """Result for one image: instance labels plus the maps they came from."""
+
+    labels: np.ndarray
+    probs: np.ndarray
+    distance: np.ndarray
+    scale: float
+    diameter_estimate_px: float
+    gate: np.ndarray | None = None
+    passes: list[float] = field(default_factory=list)
+
+
+def default_min_area(canonical_diameter_px: float | None, scale: float) -> int:
+    """Predicted instances smaller than 5 % of a canonical particle's area are specks."""
+    d = canonical_diameter_px
+    if not d:
+        return 4
+    return max(2, int(0.05 * math.pi * (d / 2) ** 2 / scale ** 2))
+
+
+def segment_image(seg: Segmenter, image: np.ndarray, scale: str | float = "auto", tta: bool = False,
+                  min_area_px: int | None = None, with_gates: bool = False, tile: int = 512,
+                  max_passes: int = 3) -> Segmentation:
+    """Segment one micrograph (float array) into particle instances at its own size.
+
+    ``scale="auto"`` estimates the zoom from the image and refines it with the predicted
+    particles' median diameter (up to ``max_passes`` predictions); a number fixes the zoom.
+    """
+    canonical = seg.canonical_diameter_px
+    post = seg.postprocess
+    passes: list[float] = []
+    if scale == "auto" and canonical:
+        estimate = estimate_diameter_autocorr(image)
+        zoom = _zoom_for(estimate, canonical)
+    else:
+        estimate = float("nan")
+        zoom = 1.0 if scale == "auto" else float(scale)
+        max_passes = 1
+    if not (zoom > 0 and math.isfinite(zoom)):
+        raise ValueError(f"scale must be 'auto' or a positive number, got {scale}")
+    while True:
+        passes.append(zoom)
+        maps = predict_maps(seg, image, zoom, tta=tta, tile=tile, with_gates=with_gates)
+        area = default_min_area(canonical, zoom) if min_area_px is None else min_area_px
+        labels = instances_from_maps(maps["probs"], maps["distance"], post["fg_threshold"],
+                                     post["seed_threshold"], area)
+        if len(passes) >= max_passes:
+            break
+        measured = _median_ecd(labels)
+        if not math.isfinite(measured):
+            break
+        estimate = measured
+        new_zoom = _zoom_for(measured, canonical)
+        if abs(math.log(new_zoom / zoom)) < math.log(1.2):
+            break
+        zoom = new_zoom
+    return Segmentation(labels, maps["probs"], maps["distance"], zoom, estimate, maps.get("gate"), passes)
+
+
+def _zoom_for(diameter_px: float, canonical: float) -> float:
+    from .data import scale_factor_for
+
+    return scale_factor_for(diameter_px, canonical, limits=(0.1, 4.0))
+
+
+def _median_ecd(labels: np.ndarray) -> float:
+    areas = np.bincount(labels.ravel())[1:]
+    areas = areas[areas > 0]
+    if areas.size < 3:
+        return float("nan")
+    return float(np.median(2 * np.sqrt(areas / np.pi)))
+
+
+# ------------------------------------------------------------------------------- files
+
+
+def overlay_outlines(image: np.ndarray, labels: np.ndarray, colour=(255, 60, 40)) -> np.ndarray:
+    """RGB uint8 image with the particles' outlines drawn over the grey micrograph."""
+    from skimage.segmentation import find_boundaries
+
+    grey = np.clip(normalise_percentile(image), 0, 1)
+    rgb = np.repeat((grey * 255).astype(np.uint8)[..., None], 3, axis=2)
+    rgb[find_boundaries(labels, mode="inner")] = colour
+    return rgb
+
+
+def overlay_heatmap(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """RGB uint8 image: a [0, 1] map (e.g. an attention gate) in a colour map over the micrograph."""
+    from matplotlib import colormaps
+
+    grey = np.clip(normalise_percentile(image), 0, 1)[..., None]
+    colour = colormaps["inferno"](np.clip(heat, 0, 1))[..., :3]
+    return (255 * ((1 - alpha) * grey + alpha * colour)).astype(np.uint8)
+
+
+def segment_files(inputs: Sequence[str | Path], model: str | Path | Segmenter, out: str | Path,
+                  nm_per_px: float | None = None, scale: str | float = "auto", tta: bool = False,
+                  min_area_px: int | None = None, save_attention: bool = False, crop_bottom: int = 0,
+                  progress: bool = True):
+    """Segment micrographs and write labels, masks, overlays and ``particles.csv`` to ``out``.
+
+    Returns the particles table (a pandas DataFrame, one row per particle of every image).
+    """
+    import pandas as pd
+
+    from .checkpoint import write_json
+    from .io import expand_inputs, read_micrograph, write_image, write_labels
+    from .particles import measure
+
+    files = expand_inputs(inputs)
+    seg = model if isinstance(model, Segmenter) else load_segmenter(model)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tables, runs = [], []
+    iterator: Any = files
+    if progress:
+        from rich.progress import track
+
+        iterator = track(files, description="segmenting")
+    for path in iterator:
+        mg = read_micrograph(path, nm_per_px=nm_per_px, crop_bottom=crop_bottom)
+        result = segment_image(seg, mg.image, scale=scale, tta=tta, min_area_px=min_area_px,
+                               with_gates=save_attention)
+        stem = path.stem
+        write_labels(out / f"{stem}_labels.tif", result.labels)
+        write_image(out / f"{stem}_mask.png", ((result.labels > 0) * 255).astype(np.uint8))
+        write_image(out / f"{stem}_overlay.png", overlay_outlines(mg.image, result.labels))
+        if save_attention and result.gate is not None:
+            write_image(out / f"{stem}_attention.png", overlay_heatmap(mg.image, result.gate))
+        table = measure(result.labels, mg.image, mg.nm_per_px)
+        table.insert(0, "image", stem)
+        tables.append(table)
+        runs.append({"image": str(path), "n_particles": int(result.labels.max()), "scale": result.scale,
+                     "passes": result.passes, "nm_per_px": mg.nm_per_px})
+    particles = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    particles.to_csv(out / "particles.csv", index=False)
+    write_json(out / "segment_config.json", {
+        "model": str(seg.path) if seg.path else None, "scale": scale, "tta": tta, "min_area_px": min_area_px,
+        "nm_per_px": nm_per_px, "crop_bottom": crop_bottom, "postprocess": seg.postprocess, "images": runs})
+    return particles
