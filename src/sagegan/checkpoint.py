@@ -85,24 +85,26 @@ def load_module_weights(module: torch.nn.Module, path: str | Path) -> torch.nn.M
     return module
 
 
-def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+def optimizer_tensors(optimizer: torch.optim.Optimizer, prefix: str = "opt") -> tuple[dict[str, torch.Tensor], dict]:
     """Split an optimizer state into flat tensors (safetensors) and JSON-able scalars."""
     state = optimizer.state_dict()
     tensors, scalars = {}, {"param_groups": state["param_groups"], "state": {}}
     for idx, entry in state["state"].items():
         for key, value in entry.items():
             if torch.is_tensor(value):
-                tensors[f"opt.{idx}.{key}"] = value
+                tensors[f"{prefix}.{idx}.{key}"] = value
             else:
                 scalars["state"].setdefault(str(idx), {})[key] = value
     return tensors, scalars
 
 
-def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], scalars: dict) -> None:
+def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], scalars: dict,
+                      prefix: str = "opt") -> None:
+    """Inverse of :func:`optimizer_tensors`."""
     state: dict[int, dict] = {}
     for name, value in tensors.items():
-        if name.startswith("opt."):
-            _, idx, key = name.split(".", 2)
+        if name.startswith(prefix + "."):
+            idx, key = name[len(prefix) + 1:].split(".", 1)
             state.setdefault(int(idx), {})[key] = value
     for idx, entry in scalars.get("state", {}).items():
         state.setdefault(int(idx), {}).update(entry)

@@ -158,7 +158,9 @@ def segment(
     if analyze:
         from .analyze import analyze_labels
 
-        analyze_labels(sorted(Path(out).glob("*_labels.tif")), out, images=None, nm_per_px=nm_per_px)
+        analyze_labels([str(p) for p in sorted(Path(out).glob("*_labels.tif"))], out, images=None,
+                       nm_per_px=nm_per_px)
+        typer.echo(f"report: {Path(out) / 'report.html'}")
 
 
 def _positive_float(text: str, option: str) -> float:
@@ -169,6 +171,124 @@ def _positive_float(text: str, option: str) -> float:
     if not value > 0:
         raise ValueError(f"{option} must be 'auto' or a positive number, got {text!r}")
     return value
+
+
+@app.command()
+def analyze(
+    labels: List[str] = typer.Argument(..., help="Label images (as `segment` writes them) or masks: files, "
+                                       "folders or globs."),
+    out: Path = typer.Option(..., "--out", help="Output folder."),
+    images: Optional[Path] = typer.Option(None, "--images", help="Folder of the micrographs (same stems)."),
+    nm_per_px: Optional[float] = NM,
+    title: str = typer.Option("sagegan particle report", "--title"),
+) -> None:
+    """Particle sizes and spatial order -> particles.csv, summary.json and report.html."""
+    from .analyze import analyze_labels
+
+    summary = analyze_labels(labels, out, images=images, nm_per_px=nm_per_px, title=title)
+    batch = summary["batch"]
+    typer.echo(f"{batch.get('n_particles')} particles in {batch.get('n_images')} image(s); "
+               f"report: {Path(out) / 'report.html'}")
+
+
+@app.command("train-gan")
+def train_gan(
+    data: Optional[Path] = DATA, images: Optional[Path] = IMAGES, masks: Optional[Path] = MASKS,
+    split: Optional[Path] = SPLIT,
+    val_split: Optional[Path] = typer.Option(None, "--val-split", help="Stems for validation (default: the "
+                                             "phase 1 run's validation stems)."),
+    seg: Path = typer.Option(..., "--seg", help="Phase 1 RUN folder (the segmenter to embed)."),
+    out: Path = typer.Option(..., "--out", help="GANRUN folder to write."),
+    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Hard time budget."),
+    steps: int = typer.Option(4000, "--steps", min=1, help="GAN iterations."),
+    seed: int = SEED,
+    warmup_steps: int = typer.Option(500, "--warmup-steps", help="Generator-only warm-up before its images "
+                                     "train the segmenter."),
+    ramp_steps: int = typer.Option(1000, "--ramp-steps", help="Steps over which the synthetic share rises to 0.6."),
+    mask_path: str = typer.Option("soft", "--mask-path", help="soft | straight-through | detached"),
+    seg_loss: str = typer.Option("ce_dice", "--seg-loss", help="ce_dice | focal_tversky"),
+    vgg19_weights: Optional[Path] = typer.Option(None, "--vgg19-weights", help="Local VGG19 weights for the "
+                                                 "perceptual loss (default: the segmenter's own encoder)."),
+    batch_size: int = typer.Option(2, "--batch-size"),
+    patch_size: int = typer.Option(256, "--patch-size"),
+    val_every: int = typer.Option(250, "--val-every"),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+    resume: bool = typer.Option(False, "--resume", help="Continue from GANRUN/last.safetensors."),
+    crop_bottom: int = CROP, nm_per_px: Optional[float] = NM,
+) -> None:
+    """Phase 2: train SAGE-GAN around a phase 1 segmenter."""
+    from .checkpoint import read_json
+    from .io import load_pairs, resolve_data_dirs
+    from .train_gan import GanTrainConfig, train_gan as run_train_gan
+
+    cfg = GanTrainConfig(steps=steps, max_minutes=max_minutes, seed=seed, warmup_steps=warmup_steps,
+                         ramp_steps=ramp_steps, mask_path=mask_path, seg_loss=seg_loss,
+                         perceptual="vgg19" if vgg19_weights else "segmenter",
+                         vgg19_weights=str(vgg19_weights) if vgg19_weights else None, batch_size=batch_size,
+                         patch_size=patch_size, val_every=val_every, sample_every=val_every, device=device)
+    images_dir, masks_dir = resolve_data_dirs(data, images, masks)
+    samples = load_pairs(images_dir, masks_dir, split, crop_bottom=crop_bottom, nm_per_px=nm_per_px, progress=True)
+    if val_split is not None:
+        val_stems = set(_stems(val_split))
+    else:  # keep the phase 1 validation images out of GAN training too
+        val_stems = set(read_json(seg / "config.json").get("data", {}).get("val_stems", []))
+    val = [s for s in samples if s.stem in val_stems]
+    if val_split is not None and not val:
+        val = load_pairs(images_dir, masks_dir, val_split, crop_bottom=crop_bottom, nm_per_px=nm_per_px)
+    train = [s for s in samples if s.stem not in val_stems]
+    source = {"images": str(images_dir.resolve()), "masks": str(masks_dir.resolve()),
+              "split": str(split.resolve()) if split else None, "crop_bottom": crop_bottom}
+    run = run_train_gan(train, seg, out, cfg, val=val or None, resume=resume, data_source=source)
+    typer.echo(f"SAGE-GAN written to {run}")
+
+
+def _stems(split: Path) -> list:
+    from .io import read_split
+
+    return read_split(split)
+
+
+@app.command()
+def synthesize(
+    model: Path = typer.Option(..., "--model", help="GANRUN folder."),
+    n: int = typer.Option(..., "--n", min=1, help="Number of pairs."),
+    out: Path = typer.Option(..., "--out", help="Output data folder."),
+    layouts: str = typer.Option("mixed", "--layouts", help="real | new | mixed"),
+    seed: int = SEED,
+    size: int = typer.Option(256, "--size", help="Side of the synthetic images (px)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Training data folder for `real` layouts "
+                                        "(default: where the GAN run read it)."),
+    images: Optional[Path] = IMAGES, masks: Optional[Path] = MASKS,
+) -> None:
+    """Render synthetic image/mask pairs with a trained SAGE-GAN generator."""
+    from .synthesize import synthesize as run_synthesize
+
+    folder = run_synthesize(model, n, out, layouts=layouts, seed=seed, size=size, data=data, images=images,
+                            masks=masks)
+    typer.echo(f"wrote {n} synthetic pairs to {folder}")
+
+
+@app.command()
+def evaluate(
+    pred: Path = typer.Option(..., "--pred", help="Folder of predictions (<stem>_labels.tif or any mask)."),
+    truth: Path = typer.Option(..., "--truth", help="Folder of ground-truth masks."),
+    split: Optional[Path] = SPLIT,
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the summary (and rows) as JSON."),
+    csv_out: Optional[Path] = typer.Option(None, "--csv", help="Write per-image metrics as CSV."),
+    crop_bottom: int = CROP,
+) -> None:
+    """Score predictions against ground truth: Dice, IoU, object P/R/F1, PQ, size errors."""
+    from .checkpoint import write_json
+    from .evaluate import evaluate_folders, headline
+
+    table, summary = evaluate_folders(pred, truth, split, crop_bottom=crop_bottom, progress=True)
+    if csv_out:
+        table.to_csv(csv_out, index=False)
+    if json_out:
+        write_json(json_out, {"summary": summary, "headline": headline(summary),
+                              "images": table.to_dict(orient="records")})
+    for key, value in headline(summary).items():
+        typer.echo(f"{key:>24}: {value:.4f}" if isinstance(value, float) else f"{key:>24}: {value}")
 
 
 @app.command()

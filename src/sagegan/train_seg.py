@@ -209,7 +209,7 @@ def train_segmenter(train: Sequence[Sample], out: str | Path, config: SegTrainCo
             loss.backward()
             opt.step()
             state["step"] += 1
-            losses.append(float(loss))
+            losses.append(loss.item())
             bar.update(1, loss=losses[-1])
             if state["step"] % cfg.val_every == 0 or state["step"] == max_steps:
                 f1, dice = validate(seg, val_items)[(0.5, 0.5)] if val_items else (float("nan"),) * 2
