@@ -77,8 +77,8 @@ class SimulatedMicrograph:
 
     Attributes
     ----------
-    image : ndarray of float32, shape (H, W)
-        The micrograph, in [0, 1].
+    image : ndarray of float32, shape (H, W), or None
+        The micrograph, in [0, 1]; None when made with ``render=False`` (labels only).
     labels : ndarray of int32, shape (H, W)
         Instance labels: 0 is background, particles are 1..N.
     truth : DataFrame
@@ -633,7 +633,7 @@ def simulate_micrograph(size: int = 512, layout: str = "hex", modality: str = "s
                         coverage: float = 1.0, dose: float = 150.0, blur_sigma_px: float = 0.8,
                         scan_line_noise: float | None = None, background_gradient: float = 0.15,
                         aspect_ratio: float = 3.0,
-                        height: int | None = None) -> SimulatedMicrograph:
+                        height: int | None = None, render: bool = True) -> SimulatedMicrograph:
     """Simulate one SEM or TEM micrograph of a nanoparticle monolayer with exact instance labels.
 
     Parameters
@@ -679,12 +679,16 @@ def simulate_micrograph(size: int = 512, layout: str = "hex", modality: str = "s
         Length / width of rods (ignored by the other shapes).
     height : int or None
         Image height in px for non-square images; None: same as `size`.
+    render : bool
+        False skips the imaging stage (``image`` is then None): a fast way to draw mask layouts
+        only. The labels and truth are the same either way.
 
     Returns
     -------
     SimulatedMicrograph
-        ``image`` (float32 in [0, 1]), ``labels`` (int32), ``truth`` (DataFrame, one row per
-        label) and ``params`` (the full, JSON-serialisable parameter set).
+        ``image`` (float32 in [0, 1], or None when ``render=False``), ``labels`` (int32),
+        ``truth`` (DataFrame, one row per label) and ``params`` (the full, JSON-serialisable
+        parameter set).
 
     Raises
     ------
@@ -735,12 +739,15 @@ def simulate_micrograph(size: int = 512, layout: str = "hex", modality: str = "s
     depth[labels == 0] = 0.0
     truth = _truth_table(labels, placement, kept, shape, layout)
 
-    half_width = np.concatenate([[0.0], 0.5 * placement.size[kept - 1]]).astype(np.float32)
-    if modality == "sem":
-        clean = _render_sem(imaging_rng, labels, depth, half_width, shape, mean_diameter_px)
-    else:
-        clean = _render_tem(imaging_rng, labels, depth, half_width, shape)
-    image = _acquire(imaging_rng, clean, blur_sigma_px, dose, scan_line_noise, background_gradient)
+    image = None
+    if render:
+        half_width = np.concatenate([[0.0], 0.5 * placement.size[kept - 1]]).astype(np.float32)
+        if modality == "sem":
+            clean = _render_sem(imaging_rng, labels, depth, half_width, shape, mean_diameter_px)
+        else:
+            clean = _render_tem(imaging_rng, labels, depth, half_width, shape)
+        image = _acquire(imaging_rng, clean, blur_sigma_px, dose, scan_line_noise,
+                         background_gradient)
 
     lattice_constant = placement.lattice_constant if layout in _LATTICES else None
     params = {

@@ -1,0 +1,122 @@
+"""``sagegan synthesize``: new image/mask pairs from a trained SAGE-GAN generator.
+
+Layouts:
+* ``real``  — the training masks re-rendered: random flips, 90° rotations and crops at the
+  canonical particle scale, each with a new latent z (what the reference systems do);
+* ``new``   — layouts no reference system makes: drawn from the layout model fitted to the
+  training masks at train time (size distribution, shape, spacing, lattice type, coverage;
+  :mod:`sagegan.masks`), then rendered by the generator;
+* ``mixed`` — half of each.
+
+The output is a data folder (``images/<id>.png``, ``masks/<id>.tif``) that ``train-seg``
+accepts as it is. Images are written at the model's canonical particle scale.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+
+from .checkpoint import write_json
+from .data import class_map, median_diameter, scale_factor_for
+from .gan_losses import foreground_boundary_channels
+from .io import InputError, load_pairs, resolve_data_dirs, write_image, write_labels
+from .train_gan import load_generator
+
+LAYOUT_CHOICES = ("real", "new", "mixed")
+
+
+@torch.inference_mode()
+def render(generator, labels: np.ndarray, z: torch.Tensor | None = None,
+           generator_rng: torch.Generator | None = None) -> np.ndarray:
+    """Generated image (float32, [0, 1]) for one instance-label map whose sides fit the generator."""
+    classes = torch.from_numpy(class_map(labels).astype(np.int64))[None]
+    mask = foreground_boundary_channels(classes).to(next(generator.parameters()).device)
+    if z is None:
+        z = torch.randn(1, generator.latent_dim, generator=generator_rng).to(mask.device)
+    return generator(mask, z)[0, 0].float().cpu().numpy()
+
+
+def _fit(labels: np.ndarray, divisor: int) -> np.ndarray:
+    h, w = (s - s % divisor for s in labels.shape)
+    if h < divisor or w < divisor:
+        raise InputError(f"mask of {labels.shape[1]}x{labels.shape[0]} px is smaller than the generator's "
+                         f"{divisor}-px grid")
+    return labels[:h, :w]
+
+
+def real_layouts(masks: list[np.ndarray], canonical: float | None, n: int, size: int,
+                 rng: np.random.Generator) -> Iterable[np.ndarray]:
+    """Training masks zoomed to the canonical scale, flipped, rotated and cropped to ``size``."""
+    from scipy import ndimage as ndi
+
+    from .masks import augment_real_mask
+
+    zoomed = []
+    for labels in masks:
+        scale = scale_factor_for(median_diameter(labels), canonical) if canonical else 1.0
+        zoomed.append(labels if abs(scale - 1) < 1e-3 else
+                      ndi.zoom(labels, scale, order=0, grid_mode=True, mode="grid-constant"))
+    for _ in range(n):
+        labels = zoomed[int(rng.integers(len(zoomed)))]
+        yield augment_real_mask(labels, rng, crop_shape=(size, size))
+
+
+def synthesize(model: str | Path, n: int, out: str | Path, layouts: str = "mixed", seed: int = 0,
+               size: int = 256, data: str | Path | None = None, images: str | Path | None = None,
+               masks: str | Path | None = None, split: str | Path | None = None, progress: bool = True) -> Path:
+    """Write ``n`` synthetic pairs to ``out/images`` and ``out/masks``; returns ``out``.
+
+    ``real`` layouts re-read the training masks from where the GAN run recorded them, or from
+    ``data`` / ``images`` + ``masks`` (+ ``split``) when given.
+    """
+    from .masks import LayoutModel, draw_layout
+
+    if layouts not in LAYOUT_CHOICES:
+        raise ValueError(f"--layouts must be one of {', '.join(LAYOUT_CHOICES)}, got {layouts!r}")
+    if n < 1:
+        raise ValueError("--n must be at least 1")
+    generator, config = load_generator(model)
+    divisor = generator.divisor
+    size = max(divisor, size - size % divisor)
+    out = Path(out)
+    rng = np.random.default_rng(seed)
+    latent_rng = torch.Generator().manual_seed(seed)
+    n_real = {"real": n, "new": 0, "mixed": n // 2}[layouts]
+    kinds = ["real"] * n_real + ["new"] * (n - n_real)
+    real_iter: Iterable[np.ndarray] = iter(())
+    if n_real:
+        source = config.get("data", {})
+        stems: Any = split
+        crop = 0
+        if data is None and images is None:  # the masks the GAN was trained on
+            images, masks = source.get("images"), source.get("masks")
+            stems = source.get("train_stems") or source.get("split")
+            crop = int(source.get("crop_bottom") or 0)
+            if images is None:
+                raise InputError(f"{model}: the run does not record its training masks; pass --data or --images/--masks")
+        images_dir, masks_dir = resolve_data_dirs(data, images, masks)
+        samples = load_pairs(images_dir, masks_dir, stems, crop_bottom=crop)
+        real_iter = real_layouts([s.labels for s in samples], config.get("canonical_diameter_px"), n_real, size, rng)
+    layout_model = LayoutModel.from_dict(config["layout_model"])
+    iterator: Any = enumerate(kinds)
+    if progress:
+        from rich.progress import track
+
+        iterator = track(list(iterator), description=f"synthesising {n} pairs")
+    records = []
+    for i, kind in iterator:
+        labels = next(real_iter) if kind == "real" else draw_layout(layout_model, (size, size), rng)
+        labels = _fit(np.asarray(labels, np.int32), divisor)
+        image = render(generator, labels, generator_rng=latent_rng)
+        stem = f"syn_{i:05d}"
+        write_image(out / "images" / f"{stem}.png", image)
+        write_labels(out / "masks" / f"{stem}.tif", labels)
+        records.append({"id": stem, "layout": kind, "n_particles": int(len(np.unique(labels)) - 1)})
+    write_json(out / "synthesis.json", {"model": str(model), "n": n, "layouts": layouts, "seed": seed, "size": size,
+                                        "canonical_diameter_px": config.get("canonical_diameter_px"),
+                                        "pairs": records})
+    return out
