@@ -42,7 +42,7 @@ def test_attention_unet_shapes_and_gates():
     logits, gates = net(torch.zeros(2, 1, 64, 64), return_gates=True)
     assert logits.shape == (2, 4, 64, 64)
     assert [g.shape[-1] for g in gates] == [64, 32]
-    assert all(float(g.min()) >= 0 and float(g.max()) <= 1 for g in gates)
+    assert all(float(g.detach().min()) >= 0 and float(g.detach().max()) <= 1 for g in gates)
     plain = AttentionUNet(1, 4, widths=(8, 16, 32), attention_gates=False, norm="group", dropout=0.1)
     assert plain(torch.zeros(1, 1, 64, 64)).shape == (1, 4, 64, 64)
     with_mhsa = AttentionUNet(1, 4, widths=(8, 16, 32), bottleneck_attention=True)

