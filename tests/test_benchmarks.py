@@ -1,0 +1,123 @@
+"""benchmarks/run.py --quick: every benchmark runs, rows have the schema, a rerun skips them."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+RUN = REPO / "benchmarks" / "run.py"
+DATA = Path(os.environ.get("SAGEGAN_DATA_ROOT", REPO / ".." / "shared" / "data"))
+
+REQUIRED = ("benchmark", "dataset", "method", "k", "seed", "subset", "dice", "f1_50", "pq", "cpu_seconds",
+            "train_seconds", "n_test_images", "commit", "date", "machine")
+KEY = ("benchmark", "dataset", "method", "k", "seed", "subset")
+
+
+def _run(out: Path, *args: str, timeout: int = 420) -> tuple[subprocess.CompletedProcess, float]:
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, str(RUN), "--quick", "--out", str(out), "--no-progress", *args],
+                          capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    took = time.monotonic() - start
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return proc, took
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_rows(rows: list[dict]) -> None:
+    assert rows and isinstance(rows, list)
+    keys = [tuple(str(r[k]) for k in KEY) for r in rows]
+    assert len(keys) == len(set(keys)), "duplicate row keys"
+    for r in rows:
+        missing = [k for k in REQUIRED if k not in r]
+        assert not missing, (missing, r["benchmark"], r["method"])
+        assert _finite(r["cpu_seconds"]) and r["cpu_seconds"] > 0
+        assert r["date"] and r["machine"]
+        if r.get("f1_50") is not None:  # a segmentation row
+            for k in ("f1_50", "dice", "pq", "precision_50", "recall_50", "pooled_f1_50"):
+                assert _finite(r[k]) and 0.0 <= r[k] <= 1.0, (k, r[k], r["method"])
+            assert r["n_test_images"] >= 1 and _finite(r["train_seconds"])
+            assert "config" in r and "run_dir" in r
+            if r["method"] not in ("classical", "trtr", "tstr"):
+                assert r["budget_minutes"] > 0 and r["budget_note"]
+    by_bench = {}
+    for r in rows:
+        by_bench.setdefault(r["benchmark"], []).append(r)
+    return by_bench
+
+
+@pytest.mark.slow
+def test_quick_benchmarks_on_simulated_data(tmp_path):
+    """All five benchmarks on simulated data (no real data needed), then a rerun that skips them."""
+    out = tmp_path / "bench"
+    args = ["--simulated", "--budget-minutes", "0.1", "--max-test", "2", "--speed-size", "256"]
+    proc, first = _run(out, *args)
+    rows = json.loads((out / "results.json").read_text())
+    by_bench = _check_rows(rows)
+    assert set(by_bench) == {"emps", "few_labels", "bam_tio2", "generator", "speed"}
+
+    methods = {"classical", "unet", "attention_unet", "sage_gan", "sage_gan_retrain"}
+    for bench in ("emps", "few_labels", "bam_tio2"):
+        assert {r["method"] for r in by_bench[bench]} == methods, bench
+    assert {r["subset"] for r in by_bench["emps"]} == {"all", "ordered", "ordered_or_partial"}
+    assert {r["k"] for r in by_bench["few_labels"]} == {4}
+    sage = next(r for r in by_bench["emps"] if r["method"] == "sage_gan_retrain" and r["subset"] == "all")
+    assert set(sage["phase_seconds"]) == {"phase1", "phase2", "synthesis", "retrain"}
+    assert sage["config"]["synthetic_layouts"] == "mixed"
+    for r in by_bench["bam_tio2"]:
+        assert "mean_diameter_error_nm" in r and "mean_diameter_error_rel" in r
+    assert any(_finite(r["mean_diameter_error_nm"]) for r in by_bench["bam_tio2"])
+
+    gen = {r["method"]: r for r in by_bench["generator"] if r["subset"] == "all"}
+    for m in ("generator_real_layouts", "generator_new_layouts", "generator_mixed_layouts", "real_train_patches"):
+        assert _finite(gen[m]["frechet_distance"]) and gen[m]["frechet_distance"] >= 0
+    assert {"tstr", "trtr"} <= set(gen)
+    assert any(r["method"] == "tstr" and r["subset"] == "ordered" and "tstr_over_real_f1_50" in r
+               for r in by_bench["generator"])
+
+    (speed,) = by_bench["speed"]
+    for k in ("inference_mpix_per_s", "monai_inference_mpix_per_s", "speed_ratio_vs_monai", "peak_rss_mb",
+              "seg_train_s_per_iter", "gan_train_s_per_iter"):
+        assert _finite(speed[k]) and speed[k] > 0, k
+    assert speed["image_size"] == 256 and isinstance(speed["malloc_env_set"], bool)
+
+    for fig in ("emps.png", "few_labels.png", "bam_tio2.png", "generator.png", "speed.png"):
+        assert (out / fig).stat().st_size > 0, fig
+    assert (out / "runs" / "simulated" / "kall_s0" / "sage_gan" / "generator.safetensors").exists()
+
+    # A rerun finds every row in results.json and trains nothing.
+    proc2, second = _run(out, *args)
+    assert "rows added in this run: 0" in proc2.stdout
+    assert json.loads((out / "results.json").read_text()) == rows
+    assert second < max(first / 2, 30), (first, second)
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+@pytest.mark.skipif(not (DATA / "emps" / "images").is_dir() or not (DATA / "bam_tio2_sem" / "images").is_dir(),
+                    reason="needs ../shared/data (EMPS and BAM TiO2)")
+def test_quick_benchmarks_on_real_data(tmp_path):
+    """EMPS and BAM TiO2 read in place: the classical baseline and the Attention U-Net, tiny budgets."""
+    out = tmp_path / "bench"
+    _run(out, "--only", "emps", "bam_tio2", "--methods", "classical", "attention_unet", "--budget-minutes", "0.1",
+         "--max-train", "4", "--max-test", "2", "--data-root", str(DATA))
+    rows = json.loads((out / "results.json").read_text())
+    by_bench = _check_rows(rows)
+    assert {r["dataset"] for r in rows} == {"emps", "bam_tio2"}
+    emps = [r for r in by_bench["emps"] if r["subset"] == "all"]
+    assert {r["method"] for r in emps} == {"classical", "attention_unet"}
+    assert all(r["n_test_images"] == 2 for r in emps)
+    assert {r["subset"] for r in by_bench["emps"]} >= {"all", "ordered"}
+    (bam_classical,) = [r for r in by_bench["bam_tio2"] if r["method"] == "classical"]
+    assert _finite(bam_classical["mean_diameter_error_nm"]) and _finite(bam_classical["true_mean_ecd_nm"])
+    assert bam_classical["true_mean_ecd_nm"] > 10  # TiO2 particles are tens of nm across
