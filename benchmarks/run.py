@@ -1217,7 +1217,7 @@ def speed_child(params: dict) -> dict:
     from monai.inferers import sliding_window_inference
     from monai.networks.nets import AttentionUnet
 
-    from sagegan.infer import Segmenter, _tile_size, predict_maps
+    from sagegan.infer import Segmenter, _tile_side, predict_maps
     from sagegan.io import Sample
     from sagegan.nets.attention_unet import AttentionUNet
     from sagegan.simulate import simulate_micrograph
@@ -1232,7 +1232,7 @@ def speed_child(params: dict) -> dict:
     unit = simulate_micrograph(512, layout="hex", modality="sem", seed=0).image
     reps = -(-size // unit.shape[0])
     image = np.ascontiguousarray(np.tile(unit, (reps, reps))[:size, :size])
-    tile, overlap = 512, 0.25
+    tile, min_overlap = 1088, 64   # predict_maps' defaults; MONAI gets the same tiles below
     mpix = image.size / 1e6
     baseline_rss = _rss_mb()
 
@@ -1241,17 +1241,18 @@ def speed_child(params: dict) -> dict:
             torch.cuda.synchronize()
 
     def ours():
-        predict_maps(seg, image, scale=1.0, tta=False, tile=tile, overlap=overlap)
+        predict_maps(seg, image, scale=1.0, tta=False, tile=tile, min_overlap=min_overlap)
         sync()
 
     monai_net = AttentionUnet(spatial_dims=2, in_channels=1, out_channels=4, channels=(16, 32, 64, 128, 256),
                               strides=(2, 2, 2, 2)).to(device).eval()
-    roi = _tile_size(size, size, tile, net.divisor)
+    roi = tuple(_tile_side(n, tile, min_overlap, net.divisor) for n in image.shape)
+    overlap = tuple(0.0 if n <= r else min_overlap / r for n, r in zip(image.shape, roi))
     x = torch.from_numpy(image)[None, None].to(device)
 
     def monai_run():
         with torch.inference_mode():
-            sliding_window_inference(x, roi, sw_batch_size=2, predictor=monai_net, overlap=overlap, mode="gaussian",
+            sliding_window_inference(x, roi, sw_batch_size=1, predictor=monai_net, overlap=overlap, mode="gaussian",
                                      padding_mode="reflect")
         sync()
 

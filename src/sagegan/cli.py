@@ -146,6 +146,7 @@ def segment(
                                            "than this (px); default 5 % of a canonical particle."),
     save_attention: bool = typer.Option(False, "--save-attention", help="Also write <stem>_attention.png."),
     analyze: bool = typer.Option(False, "--analyze", help="Also run `sagegan analyze` on the result."),
+    split: Optional[Path] = typer.Option(None, "--split", help="Only the inputs whose stems this file lists."),
     crop_bottom: int = CROP,
 ) -> None:
     """Segment micrographs of any size into particle instances."""
@@ -153,7 +154,7 @@ def segment(
 
     zoom: str | float = scale if scale == "auto" else _positive_float(scale, "--scale")
     table = segment_files(inputs, model, out, nm_per_px=nm_per_px, scale=zoom, tta=tta, min_area_px=min_area,
-                          save_attention=save_attention, crop_bottom=crop_bottom)
+                          save_attention=save_attention, crop_bottom=crop_bottom, split=split)
     typer.echo(f"{table['image'].nunique() if len(table) else 0} image(s), {len(table)} particles -> {out}")
     if analyze:
         from .analyze import analyze_labels

@@ -126,7 +126,8 @@ class GanNets:
 
 def build_nets(seg: Segmenter, cfg: GanTrainConfig, device: torch.device) -> GanNets:
     gen = StyleUNet(**cfg.generator_config())
-    return GanNets(gen.to(device), seg.net.to(device),
+    # channels-last segmenter: ~1.3x faster convolutions on CPU (see train_seg)
+    return GanNets(gen.to(device), seg.net.to(device, memory_format=torch.channels_last),
                    PatchDiscriminator(1, cfg.disc_channels).to(device),
                    PatchDiscriminator(2, cfg.disc_channels).to(device))
 

@@ -22,7 +22,7 @@ import torch
 from .checkpoint import (load_tensors, optimizer_tensors, read_json, restore_optimizer, save_tensors,
                          write_json)
 from .data import Augment, PreparedImage, make_batch, median_diameter, prepare
-from .infer import MODEL_FILE, Segmenter, default_min_area, instances_from_maps, predict_maps
+from .infer import MODEL_FILE, Segmenter, calibrate_autocorr, default_min_area, instances_from_maps, predict_maps
 from .io import InputError, Sample
 from .losses import OUT_CHANNELS, segmentation_loss
 from .nets.attention_unet import AttentionUNet
@@ -170,6 +170,8 @@ def train_segmenter(train: Sequence[Sample], out: str | Path, config: SegTrainCo
         "normalisation": {"kind": "percentile", "low": 0.5, "high": 99.5},
         "patch_size": cfg.patch_size,
         "postprocess": {"fg_threshold": 0.5, "seed_threshold": 0.5},
+        # calibrates --scale auto's first size estimate on the training images
+        "autocorr_factor": calibrate_autocorr([s.image for s in train], [s.labels for s in train]),
         "train": asdict(cfg),
         "data": _data_summary(train_items, val_items),
         "git_commit": git_commit(),
