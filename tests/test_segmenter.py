@@ -122,6 +122,8 @@ def test_resume_continues_from_checkpoint(tmp_path):
     assert json.loads((tmp_path / "last_state.json").read_text())["step"] == 20
     steps = [int(r.split(",")[0]) for r in (tmp_path / "train_log.csv").read_text().splitlines()[1:]]
     assert steps == [5, 10, 15, 20]
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["resumed"] and config["steps"] == 20 and "step" in config["best_validation"]
 
 
 def test_killed_run_resumes(tmp_path):

@@ -184,8 +184,10 @@ def train_segmenter(train: Sequence[Sample], out: str | Path, config: SegTrainCo
         state = _resume(out, net, opt, sched, rng, device)
     elif log_path.exists():
         log_path.unlink()
-    write_json(out / "config.json", run_config if not (out / "config.json").exists() or not resume
-               else {**read_json(out / "config.json"), "resumed": True})
+    if resume and (out / "config.json").exists():  # keep what the earlier sitting found
+        previous = read_json(out / "config.json")
+        run_config.update({k: previous[k] for k in ("best_validation",) if k in previous}, resumed=True)
+    write_json(out / "config.json", run_config)
 
     use_amp = device.type == "cuda"
     seg = Segmenter(net, run_config, out)
