@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from sagegan.data import class_map, normalised_distance
-from sagegan.infer import instances_from_maps, load_segmenter, segment_files, segment_image
+from sagegan.infer import instances_from_maps, load_segmenter, search_zoom, segment_files, segment_image
 from sagegan.io import InputError, Sample, read_mask
 from sagegan.nets.attention_unet import AttentionUNet
 from sagegan.simulate import simulate_micrograph
@@ -85,6 +85,18 @@ def test_tiny_model_overfits(overfit_run):
     assert {"model", "canonical_diameter_px", "normalisation", "patch_size", "data", "git_commit"} <= set(config)
     log = (out / "train_log.csv").read_text().splitlines()
     assert log[0].startswith("step,epoch") and len(log) > 2
+
+
+@pytest.mark.parametrize("diameter", [28.0, 42.0])
+def test_scale_auto_finds_the_particle_size(overfit_run, diameter):
+    """A model trained on 14 px particles finds the zoom for 2x and 3x larger ones by itself."""
+    seg = load_segmenter(overfit_run[0])
+    sim = simulate_micrograph(256, layout="hex", modality="sem", seed=11, mean_diameter_px=diameter)
+    zoom, estimate, tries = search_zoom(seg, sim.image)
+    assert abs(np.log(zoom * diameter / 14.0)) < np.log(1.25), (zoom, tries)
+    assert abs(np.log(estimate / diameter)) < np.log(1.25)
+    result = segment_image(seg, sim.image, scale="auto")
+    assert result.scale == pytest.approx(zoom) and result.passes[-1] == pytest.approx(zoom)
 
 
 @pytest.mark.parametrize("shape", [(389, 517), (40, 50), (16, 16)])

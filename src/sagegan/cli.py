@@ -107,6 +107,8 @@ def train_seg(
     bottleneck_attention: bool = typer.Option(False, "--bottleneck-attention",
                                               help="Add multi-head self-attention at the bottleneck."),
     patch_size: int = typer.Option(256, "--patch-size"),
+    scale_jitter: float = typer.Option(0.2, "--scale-jitter", min=0.0, help="Random zoom in [1/(1+j), 1+j] "
+                                       "around the canonical scale; wider tolerates a rougher --scale auto."),
     batch_size: int = typer.Option(8, "--batch-size"),
     lr: float = typer.Option(1e-3, "--lr"),
     val_every: int = typer.Option(200, "--val-every", help="Steps between validations."),
@@ -116,6 +118,7 @@ def train_seg(
 ) -> None:
     """Phase 1: train the Attention U-Net segmenter on labelled images."""
     from .io import load_pairs, resolve_data_dirs
+    from .data import Augment
     from .train_seg import SegTrainConfig, train_segmenter
 
     if scale not in ("canonical", "native"):
@@ -124,7 +127,8 @@ def train_seg(
                          dropout=dropout, bottleneck_attention=bottleneck_attention,
                          canonical_diameter_px=diameter if scale == "canonical" else None,
                          patch_size=patch_size, batch_size=batch_size, lr=lr, epochs=epochs,
-                         max_minutes=max_minutes, val_every=val_every, seed=seed, device=device)
+                         max_minutes=max_minutes, val_every=val_every, seed=seed, device=device,
+                         augment=Augment(scale_jitter=scale_jitter))
     images_dir, masks_dir = resolve_data_dirs(data, images, masks)
     train = load_pairs(images_dir, masks_dir, split, crop_bottom=crop_bottom, nm_per_px=nm_per_px, progress=True)
     val = None
