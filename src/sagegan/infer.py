@@ -29,6 +29,9 @@ from .losses import N_CLASSES
 from .nets.attention_unet import AttentionUNet
 
 MODEL_FILE = "segmenter.safetensors"
+# Predicted instances smaller than this share of a canonical particle's area are specks (models
+# whose config.json has no tuned ``postprocess.min_area_fraction``).
+MIN_AREA_FRACTION = 0.05
 
 
 @dataclass
@@ -54,7 +57,8 @@ class Segmenter:
 
     @property
     def postprocess(self) -> dict[str, float]:
-        return {"fg_threshold": 0.5, "seed_threshold": 0.5, **self.config.get("postprocess", {})}
+        return {"fg_threshold": 0.5, "seed_threshold": 0.5, "min_area_fraction": MIN_AREA_FRACTION,
+                **self.config.get("postprocess", {})}
 
 
 def load_segmenter(run_dir: str | Path, device: str | torch.device = "cpu") -> Segmenter:
@@ -261,12 +265,12 @@ class Segmentation:
     passes: list[float] = field(default_factory=list)
 
 
-def default_min_area(canonical_diameter_px: float | None, scale: float) -> int:
-    """Predicted instances smaller than 5 % of a canonical particle's area are specks."""
+def default_min_area(canonical_diameter_px: float | None, scale: float, fraction: float = MIN_AREA_FRACTION) -> int:
+    """Minimum particle area in input px: ``fraction`` of a canonical particle's area at zoom ``scale``."""
     d = canonical_diameter_px
     if not d:
         return 4
-    return max(2, int(0.05 * math.pi * (d / 2) ** 2 / scale ** 2))
+    return max(2, int(fraction * math.pi * (d / 2) ** 2 / scale ** 2))
 
 
 # Zooms tried by ``scale="auto"``: 1/16 .. 4, a factor 2 apart, i.e. particles from ~6 px to ~380 px
@@ -341,7 +345,7 @@ def segment_image(seg: Segmenter, image: np.ndarray, scale: str | float = "auto"
         raise ValueError(f"scale must be 'auto' or a positive number, got {scale}")
     passes.append(zoom)
     maps = predict_maps(seg, image, zoom, tta=tta, tile=tile, with_gates=with_gates)
-    area = default_min_area(canonical, zoom) if min_area_px is None else min_area_px
+    area = default_min_area(canonical, zoom, post["min_area_fraction"]) if min_area_px is None else min_area_px
     labels = instances_from_maps(maps["probs"], maps["distance"], post["fg_threshold"],
                                  post["seed_threshold"], area)
     return Segmentation(labels, maps["probs"], maps["distance"], zoom, estimate, maps.get("gate"), passes)

@@ -1,0 +1,42 @@
+"""Re-tune a trained segmenter's post-processing on its own validation images and store it in config.json.
+
+    python benchmarks/retune_postprocess.py --model RUN --images DIR --masks DIR
+
+For runs trained before ``train-seg`` tuned the minimum particle area; new runs do this at the end of
+training (``sagegan.train_seg.tune_postprocess``). The validation images are the ``val_stems`` that
+the run's config.json lists, so no test image is looked at.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from sagegan.checkpoint import read_json, write_json
+from sagegan.data import prepare
+from sagegan.infer import load_segmenter
+from sagegan.io import load_pairs
+from sagegan.train_seg import tune_postprocess
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, type=Path)
+    parser.add_argument("--images", required=True, type=Path)
+    parser.add_argument("--masks", required=True, type=Path)
+    args = parser.parse_args(argv)
+    config = read_json(args.model / "config.json")
+    seg = load_segmenter(args.model)
+    val = load_pairs(args.images, args.masks, config["data"]["val_stems"])
+    items = [prepare(s, seg.canonical_diameter_px) for s in val]
+    post, (f1, dice) = tune_postprocess(seg, items)
+    print(f"was {config.get('postprocess')}, now {post}: validation F1@0.5 {f1:.4f}, Dice {dice:.4f}")
+    config["postprocess"] = post
+    config["best_validation"] = {**config.get("best_validation", {}), "tuned_f1_50": f1, "tuned_dice": dice}
+    write_json(args.model / "config.json", config)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
