@@ -147,7 +147,8 @@ def segment(
     tta: bool = typer.Option(False, "--tta", help="Average over flips (4x slower)."),
     scale: str = typer.Option("auto", "--scale", help="auto | zoom factor applied before prediction."),
     min_area: Optional[int] = typer.Option(None, "--min-area", help="Drop predicted particles smaller "
-                                           "than this (px); default 5 % of a canonical particle."),
+                                           "than this (px); default: the model's tuned share of a "
+                                           "canonical particle's area (config.json postprocess)."),
     save_attention: bool = typer.Option(False, "--save-attention", help="Also write <stem>_attention.png."),
     analyze: bool = typer.Option(False, "--analyze", help="Also run `sagegan analyze` on the result."),
     split: Optional[Path] = typer.Option(None, "--split", help="Only the inputs whose stems this file lists."),
