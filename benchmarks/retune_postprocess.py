@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from sagegan.checkpoint import read_json, write_json
+from sagegan.checkpoint import write_json
 from sagegan.data import prepare
 from sagegan.infer import load_segmenter
 from sagegan.io import load_pairs
@@ -26,8 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", required=True, type=Path)
     parser.add_argument("--masks", required=True, type=Path)
     args = parser.parse_args(argv)
-    config = read_json(args.model / "config.json")
     seg = load_segmenter(args.model)
+    config = seg.config
     val = load_pairs(args.images, args.masks, config["data"]["val_stems"])
     items = [prepare(s, seg.canonical_diameter_px) for s in val]
     post, (f1, dice) = tune_postprocess(seg, items)

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 
-from sagegan.checkpoint import read_json
 from sagegan.data import median_diameter
 from sagegan.infer import _zoom_for, estimate_diameter_autocorr, load_segmenter, search_zoom, segment_image
 from sagegan.io import read_mask, read_micrograph, read_split, write_labels
@@ -49,20 +48,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.data}: EMPS data not found; nothing measured", file=sys.stderr)
         return 0
     seg = load_segmenter(args.model)
-    config = read_json(args.model / "config.json")
+    config = seg.config
     if args.stems:
         stems = read_split(args.stems)
     else:
         seen = set(config["data"]["train_stems"])
         stems = [s for s in read_split(args.data / "train.csv") if s not in seen]
     canonical = seg.canonical_diameter_px
+    if args.oracle_out:
+        args.oracle_out.mkdir(parents=True, exist_ok=True)
     errors: dict[str, list[float]] = {"autocorrelation (calibrated)": []} | {name: [] for name in VARIANTS}
     seconds: dict[str, list[float]] = {name: [] for name in errors}
     for stem in stems:
         image = read_micrograph(args.data / "images" / f"{stem}.png").image
         true_zoom = canonical / median_diameter(read_mask(args.data / "segmaps" / f"{stem}.png"))
         if args.oracle_out:
-            args.oracle_out.mkdir(parents=True, exist_ok=True)
             write_labels(args.oracle_out / f"{stem}_labels.tif", segment_image(seg, image, scale=true_zoom).labels)
         if args.only_oracle:
             continue

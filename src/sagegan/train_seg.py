@@ -118,10 +118,11 @@ def validate(seg: Segmenter, val: Sequence[PreparedImage],
 
     seg.net.eval()
     scores: dict[tuple[float, ...], list] = {t: [] for t in thresholds}
+    model_fraction = seg.postprocess["min_area_fraction"]
     for item in val:
         maps = predict_maps(seg, item.image, item.scale)
         for setting in thresholds:
-            fg, seed, fraction = (*setting, seg.postprocess["min_area_fraction"])[:3]
+            fg, seed, fraction = (*setting, model_fraction)[:3]
             labels = instances_from_maps(maps["probs"], maps["distance"], fg, seed,
                                          default_min_area(seg.canonical_diameter_px, item.scale, fraction))
             r = evaluate_pair(labels, item.labels)
@@ -135,9 +136,11 @@ def tune_postprocess(seg: Segmenter, val: Sequence[PreparedImage]) -> tuple[dict
 
     Returns the ``postprocess`` settings (as stored in config.json) and their (F1@0.5, Dice).
     """
-    grid = [(fg, sd) for fg in (0.4, 0.5, 0.6) for sd in (0.3, 0.4, 0.5, 0.6, 0.7)]
+    # The thresholds are tuned at the default minimum area, whatever the model's config holds, so
+    # that re-tuning a tuned model gives the same result.
+    grid = [(fg, sd, MIN_AREA_FRACTION) for fg in (0.4, 0.5, 0.6) for sd in (0.3, 0.4, 0.5, 0.6, 0.7)]
     scores = validate(seg, val, grid)
-    fg, sd = max(scores, key=lambda t: scores[t][0])
+    fg, sd, _ = max(scores, key=lambda t: scores[t][0])
     # A larger minimum area removes fragments and debris (labels, scale bars) at some cost in
     # small particles; on held-out EMPS images the best share was 0.3 of a canonical particle.
     scores = validate(seg, val, [(fg, sd, fraction) for fraction in (0.05, 0.1, 0.2, 0.3, 0.5)])
@@ -205,7 +208,9 @@ def train_segmenter(train: Sequence[Sample], out: str | Path, config: SegTrainCo
         log_path.unlink()
     if resume and (out / "config.json").exists():  # keep what the earlier sitting found
         previous = read_json(out / "config.json")
-        run_config.update({k: previous[k] for k in ("best_validation",) if k in previous}, resumed=True)
+        if "best_validation" in previous:
+            run_config["best_validation"] = previous["best_validation"]
+        run_config["resumed"] = True
     write_json(out / "config.json", run_config)
 
     use_amp = device.type == "cuda"
