@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import torch
 
@@ -74,6 +72,19 @@ def test_same_z_and_noise_give_same_image_and_different_z_differ():
     a = gen(mask, generator=torch.Generator().manual_seed(3))
     b = gen(mask, generator=torch.Generator().manual_seed(3))
     assert torch.equal(a, b)
+
+
+def test_style_unet_treats_samples_independently():
+    # train_gan renders G(mask) and G(S(x)) in one batched call; that is only right if no
+    # layer mixes samples (GroupNorm and per-sample modulation, no BatchNorm).
+    gen = _noisy_generator().eval()
+    mask_a, mask_b = _mask(), _mask()
+    z = gen.sample_z(2)
+    noise_a, noise_b = gen.make_noise(2, 64, 64), gen.make_noise(2, 64, 64)
+    together = gen(torch.cat([mask_a, mask_b]), torch.cat([z, z]),
+                   [torch.cat([a, b]) for a, b in zip(noise_a, noise_b)])
+    apart = torch.cat([gen(mask_a, z, noise_a), gen(mask_b, z, noise_b)])
+    assert torch.allclose(together, apart, atol=1e-5)
 
 
 def test_style_mixing_in_training_mode():
@@ -189,6 +200,20 @@ def test_feature_perceptual_loss_uses_a_frozen_copy_of_the_encoder():
         FeaturePerceptualLoss(segmenter.encode, layer_weights=(1.0,))(other, target)
 
 
+def test_perceptual_against_one_target_equals_separate_calls():
+    segmenter = AttentionUNet(1, 3, widths=(4, 8), norm="batch")
+    loss_fn = FeaturePerceptualLoss(segmenter.encode).train()
+    target = torch.rand(2, 1, 32, 32)
+    a, b = torch.rand(2, 1, 32, 32, requires_grad=True), torch.rand(2, 1, 32, 32, requires_grad=True)
+    batched = loss_fn.against(target, a, b)
+    separate = [loss_fn(a, target), loss_fn(b, target)]
+    assert torch.allclose(torch.stack(batched), torch.stack(separate), atol=1e-6)
+    sum(batched).backward()
+    assert a.grad.abs().sum() > 0 and b.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="shapes differ"):
+        loss_fn.against(target, a, torch.rand(1, 1, 32, 32))
+
+
 def test_vgg19_features_load_saved_weights_and_fail_clearly(tmp_path):
     layers = ("relu1_2", "relu2_2")
     source = VGG19Features(None, layers=layers)
@@ -252,7 +277,7 @@ def test_mask_paths_from_logits():
 
 # ------------------------------------------------------------------ one tiny GAN iteration
 
-def test_one_tiny_gan_iteration_trains_every_network_and_is_quick():
+def test_one_tiny_gan_iteration_trains_every_network():
     segmenter = AttentionUNet(1, 3, widths=(8, 16, 32), norm="group")
     generator = StyleUNet(**TINY_G)
     d_image = PatchDiscriminator(1, base_channels=8)
@@ -262,7 +287,6 @@ def test_one_tiny_gan_iteration_trains_every_network_and_is_quick():
     mask = foreground_boundary_channels(torch.randint(0, 3, (2, 64, 64)))
     nets = (segmenter, generator, d_image, d_mask)
 
-    start = time.perf_counter()
     # Generator + segmenter step: real mask -> image, and image -> predicted mask -> image.
     fake_image = generator(mask)
     predicted = foreground_boundary_channels(straight_through_mask(segmenter(image)))
@@ -274,9 +298,7 @@ def test_one_tiny_gan_iteration_trains_every_network_and_is_quick():
     d_loss = (lsgan_d_loss(d_image(diff_augment(image)), d_image(diff_augment(fake_image.detach())))
               + lsgan_d_loss(d_mask(mask), d_mask(predicted.detach())))
     d_loss.backward()
-    elapsed = time.perf_counter() - start
 
     for net in nets:
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters()), type(net).__name__
     assert torch.isfinite(g_loss) and torch.isfinite(d_loss)
-    assert elapsed < 5.0, f"one tiny GAN iteration took {elapsed:.2f} s"

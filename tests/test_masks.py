@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pytest
@@ -187,18 +186,6 @@ def test_hand_made_model_draws():
     labels = draw_layout(model, (128, 128), 0)
     assert summarize_order(measure(labels)[["centroid_x", "centroid_y"]].to_numpy(),
                            labels.shape)["psi4_local_mean"] > 0.7
-
-
-def test_draw_is_fast(hex_model):
-    draw_layout(hex_model, (256, 256), 0)  # warm-up
-    best = min(_timed(lambda: draw_layout(hex_model, (256, 256), s)) for s in range(3))
-    assert best < 0.5
-
-
-def _timed(fn):
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def test_render_false_gives_the_same_labels():

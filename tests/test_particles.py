@@ -204,19 +204,15 @@ def test_size_distribution_validation():
         size_distribution({"ecd_px": [1.0]})
 
 
-def test_measure_many_particles_is_quick():
-    import time
-
+def test_measure_many_particles():
     lab = np.zeros((512, 512), dtype=np.int32)
     k = 0
     for i in range(20):
         for j in range(20):
             k += 1
             lab[disk((i * 25 + 12, j * 25 + 12), 8)] = k
-    t = time.perf_counter()
     df = measure(lab, nm_per_px=1.0)
     assert len(df) == 400
-    assert time.perf_counter() - t < 5
     assert size_distribution(df)["n"] == 400
 
 

@@ -131,20 +131,36 @@ class FeaturePerceptualLoss(nn.Module):
 
     def forward(self, image: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Perceptual distance between ``image`` and ``target`` (same shape), a scalar."""
-        if image.shape != target.shape:
-            raise ValueError(f"image and target shapes differ: {tuple(image.shape)} vs {tuple(target.shape)}")
-        image_features = self._extract(image)
+        return self.against(target, image)[0]
+
+    def against(self, target: torch.Tensor, *images: torch.Tensor) -> list[torch.Tensor]:
+        """Perceptual distance from each of ``images`` to the one ``target``, a list of scalars.
+
+        Equal to ``[self(image, target) for image in images]``, but the target's features are
+        extracted once and the images go through the extractor as one batch: in a SAGE-GAN step
+        the cycle and paired terms both compare with the real patch, so this halves the
+        extractor's work. Batching is exact because the extractor treats samples independently
+        (it is frozen in eval mode; a custom callable must do the same).
+        """
+        for image in images:
+            if image.shape != target.shape:
+                raise ValueError(f"image and target shapes differ: {tuple(image.shape)} vs {tuple(target.shape)}")
+        image_features = self._extract(torch.cat(images)) if len(images) > 1 else self._extract(images[0])
         # A target without gradient (a real micrograph) needs no autograd graph.
         with torch.set_grad_enabled(torch.is_grad_enabled() and target.requires_grad):
             target_features = self._extract(target)
         weights = self.layer_weights or (1.0 / len(image_features),) * len(image_features)
         if len(weights) != len(image_features):
             raise ValueError(f"{len(weights)} layer_weights for {len(image_features)} feature maps")
-        loss = image.new_zeros(())
-        for weight, a, b in zip(weights, image_features, target_features):
-            if weight:
-                loss = loss + weight * self.distance(a, b)
-        return loss
+        batch = target.shape[0]
+        losses = []
+        for i in range(len(images)):
+            loss = target.new_zeros(())
+            for weight, a, b in zip(weights, image_features, target_features):
+                if weight:
+                    loss = loss + weight * self.distance(a[i * batch:(i + 1) * batch], b)
+            losses.append(loss)
+        return losses
 
 
 # torchvision's vgg19 "features": "M" is a 2x2 max-pool; every conv is 3x3 + ReLU.
