@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from sagegan.infer import load_segmenter
 from sagegan.io import Sample, load_pairs, read_mask
@@ -77,6 +78,22 @@ def test_gan_is_repeatable_with_a_seed(seg_run, gan_run, tmp_path):
     second = (tmp_path / "train_log.csv").read_text().splitlines()
     strip = lambda rows: [r.split(",", 2)[2] for r in rows[1:]]  # noqa: E731  (drop step, elapsed_s)
     assert strip(first) == strip(second)
+
+
+def test_frozen_segmenter_norm_keeps_phase1_statistics(seg_run, tmp_path):
+    from sagegan.checkpoint import load_tensors
+
+    seg_dir, samples = seg_run
+    cfg = GanTrainConfig(**{**TINY_GAN, "val_every": 100}, steps=6, segmenter_norm="frozen")
+    train_gan(samples, seg_dir, tmp_path, cfg, val=samples[:1], progress=False)
+    before = load_tensors(seg_dir / "segmenter.safetensors")
+    after = load_tensors(tmp_path / "last.safetensors")
+    stats = [k for k in before if k.endswith(("running_mean", "running_var"))]
+    weights = [k for k in before if k.endswith("weight") and before[k].dim() == 4]
+    assert stats and all(torch.equal(before[k], after[f"S.{k}"]) for k in stats)
+    assert any(not torch.equal(before[k], after[f"S.{k}"]) for k in weights)  # the convolutions learn
+    with pytest.raises(ValueError, match="norm mode"):
+        GanTrainConfig(segmenter_norm="group")
 
 
 def test_gan_resume(seg_run, tmp_path):

@@ -212,6 +212,8 @@ def train_gan(
                                      "train the segmenter."),
     ramp_steps: int = typer.Option(1000, "--ramp-steps", help="Steps over which the synthetic share rises to 0.6."),
     mask_path: str = typer.Option("soft", "--mask-path", help="soft | straight-through | detached"),
+    seg_norm: str = typer.Option("train", "--seg-norm", help="train | frozen: whether the segmenter's BatchNorm "
+                                 "statistics keep updating from the GAN's small batches or stay at phase 1's."),
     seg_loss: str = typer.Option("ce_dice", "--seg-loss", help="ce_dice | focal_tversky"),
     vgg19_weights: Optional[Path] = typer.Option(None, "--vgg19-weights", help="Local VGG19 weights for the "
                                                  "perceptual loss (default: the segmenter's own encoder)."),
@@ -228,7 +230,7 @@ def train_gan(
     from .train_gan import GanTrainConfig, train_gan as run_train_gan
 
     cfg = GanTrainConfig(steps=steps, max_minutes=max_minutes, seed=seed, warmup_steps=warmup_steps,
-                         ramp_steps=ramp_steps, mask_path=mask_path, seg_loss=seg_loss,
+                         ramp_steps=ramp_steps, mask_path=mask_path, segmenter_norm=seg_norm, seg_loss=seg_loss,
                          perceptual="vgg19" if vgg19_weights else "segmenter",
                          vgg19_weights=str(vgg19_weights) if vgg19_weights else None, batch_size=batch_size,
                          patch_size=patch_size, val_every=val_every, sample_every=val_every, device=device)

@@ -73,6 +73,9 @@ class GanTrainConfig:
     ramp_steps: int = 1000
     synthetic_share_max: float = 0.6
     mask_path: str = "soft"         # soft | straight-through | detached
+    # "frozen": S's BatchNorm layers normalise with their phase 1 running statistics and stop
+    # updating them (their scale and shift still learn); "train": batch statistics, as in phase 1.
+    segmenter_norm: str = "train"
     seg_loss: str = "ce_dice"
     generator_widths: tuple[int, ...] = (16, 32, 64, 128)
     latent_dim: int = 128
@@ -91,6 +94,8 @@ class GanTrainConfig:
     def __post_init__(self) -> None:
         if self.mask_path not in ("soft", "straight-through", "detached"):
             raise ValueError(f"unknown mask path {self.mask_path!r} (soft, straight-through or detached)")
+        if self.segmenter_norm not in ("train", "frozen"):
+            raise ValueError(f"unknown segmenter norm mode {self.segmenter_norm!r} (train or frozen)")
         if self.perceptual == "vgg19" and not self.vgg19_weights:
             raise ValueError("perceptual 'vgg19' needs a local weights file (--vgg19-weights)")
         if isinstance(self.weights, dict):
@@ -130,6 +135,19 @@ def build_nets(seg: Segmenter, cfg: GanTrainConfig, device: torch.device) -> Gan
     return GanNets(gen.to(device), seg.net.to(device, memory_format=torch.channels_last),
                    PatchDiscriminator(1, cfg.disc_channels).to(device),
                    PatchDiscriminator(2, cfg.disc_channels).to(device))
+
+
+def freeze_batchnorm_statistics(module: torch.nn.Module) -> torch.nn.Module:
+    """Put every BatchNorm layer of ``module`` in eval mode (in place), leaving the rest as is.
+
+    The layers then normalise with their running statistics and no longer update them, while
+    their affine scale and shift keep training. Phase 1 estimates those statistics from batches
+    of 8; a GAN batch of 2 patches gives far noisier ones.
+    """
+    for layer in module.modules():
+        if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm):
+            layer.eval()
+    return module
 
 
 def _mask_input(logits: torch.Tensor, mode: str) -> torch.Tensor:
@@ -236,6 +254,8 @@ def train_gan(train: Sequence[Sample], seg_run: str | Path, out: str | Path, con
             warm = step >= cfg.warmup_steps
             S_learns_synthetic = bool(rng.random() < share)
             G.train(), S.train(), D_img.train(), D_mask.train()
+            if cfg.segmenter_norm == "frozen":
+                freeze_batchnorm_statistics(S)
 
             # ---- generator + segmenter
             out_real = S(x)
