@@ -1,0 +1,98 @@
+#!/usr/bin/env python
+"""Markdown tables from a benchmark ``results.json``, for BENCHMARKS.md.
+
+    python benchmarks/summarize.py bench_out/results.json [--benchmark few_labels] [--subset all]
+
+Segmentation rows are grouped by (benchmark, dataset, k, subset, method): the table gives the
+number of seeds, the mean and (with several seeds) the sample standard deviation of F1@0.5, Dice
+and PQ, and the mean training wall-clock and CPU seconds. A second table pairs each SAGE-GAN
+method with ``attention_unet`` of the same (k, seed), since the seeds share their labelled images
+and their phase 1: the mean and range of the per-seed differences say more than the spreads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+METRICS = ("f1_50", "dice", "pq")
+METHOD_ORDER = ("classical", "unet", "attention_unet", "sage_gan", "sage_gan_retrain")
+
+
+def load_rows(path: Path) -> pd.DataFrame:
+    try:
+        rows = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"{path}: cannot read benchmark results ({exc})")
+    frame = pd.DataFrame(rows)
+    if frame.empty or "f1_50" not in frame:
+        raise SystemExit(f"{path}: no segmentation rows")
+    frame = frame[frame["f1_50"].notna()].copy()
+    frame["k"] = frame["k"].astype(str)
+    frame["method_rank"] = frame["method"].map({m: i for i, m in enumerate(METHOD_ORDER)}).fillna(99)
+    return frame
+
+
+def _fmt(mean: float, sd: float | None) -> str:
+    return f"{mean:.3f}" if sd is None or pd.isna(sd) else f"{mean:.3f} ± {sd:.3f}"
+
+
+def summary_table(frame: pd.DataFrame) -> str:
+    lines = ["| benchmark | dataset | k | subset | method | seeds | F1@0.5 | Dice | PQ | train wall s | train CPU s |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    keys = ["benchmark", "dataset", "k", "subset", "method_rank", "method"]
+    for key, group in frame.sort_values(keys).groupby(keys, sort=False):
+        benchmark, dataset, k, subset, _, method = key
+        cells = [_fmt(group[m].mean(), group[m].std(ddof=1) if len(group) > 1 else None) for m in METRICS]
+        wall = group["train_seconds"].mean() if "train_seconds" in group else float("nan")
+        cpu = group["train_cpu_seconds"].mean() if "train_cpu_seconds" in group else float("nan")
+        lines.append(f"| {benchmark} | {dataset} | {k} | {subset} | {method} | {len(group)} | "
+                     + " | ".join(cells) + f" | {wall:.0f} | {cpu:.0f} |")
+    return "\n".join(lines)
+
+
+def paired_table(frame: pd.DataFrame, baseline: str = "attention_unet") -> str:
+    lines = ["| benchmark | k | subset | method − attention_unet | seeds | ΔF1@0.5 mean (min .. max) | ΔDice mean | ΔPQ mean |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    index = ["benchmark", "dataset", "k", "seed", "subset"]
+    base = frame[frame["method"] == baseline].set_index(index)[list(METRICS)]
+    for method in METHOD_ORDER:
+        if method == baseline:
+            continue
+        mine = frame[frame["method"] == method].set_index(index)[list(METRICS)]
+        diff = (mine - base).dropna()
+        if diff.empty:
+            continue
+        for (benchmark, _, k, subset), group in diff.groupby(level=["benchmark", "dataset", "k", "subset"]):
+            f1 = group["f1_50"]
+            lines.append(f"| {benchmark} | {k} | {subset} | {method} | {len(group)} | {f1.mean():+.3f} "
+                         f"({f1.min():+.3f} .. {f1.max():+.3f}) | {group['dice'].mean():+.3f} | "
+                         f"{group['pq'].mean():+.3f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("results", type=Path, help="results.json written by benchmarks/run.py")
+    p.add_argument("--benchmark", default=None, help="only this benchmark (e.g. few_labels)")
+    p.add_argument("--subset", default=None, help="only this test subset (all, ordered, ordered_or_partial)")
+    args = p.parse_args(argv)
+    frame = load_rows(args.results)
+    if args.benchmark:
+        frame = frame[frame["benchmark"] == args.benchmark]
+    if args.subset:
+        frame = frame[frame["subset"] == args.subset]
+    if frame.empty:
+        raise SystemExit("no rows match")
+    print(summary_table(frame))
+    print()
+    print(paired_table(frame))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
