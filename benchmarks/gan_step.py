@@ -1,0 +1,75 @@
+#!/usr/bin/env python
+"""Seconds per SAGE-GAN iteration: a real ``train_gan`` run on simulated data, nothing else.
+
+    MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=68719476736 \\
+        python benchmarks/gan_step.py [--steps 12] [--patch 256] [--mask-path soft] [--seg-norm train]
+
+The same measurement as the GAN part of ``benchmarks/run.py --only speed`` (batch 2, default
+networks, warm-up over after step 1, median interval between the ends of consecutive steps), as a
+separate script so that two versions of the code can be timed one after the other on the same
+machine (``PYTHONPATH=<checkout>/src``). Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import SIM_LAYOUTS, _step_clock  # noqa: E402  (the benchmark runner's step clock)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--steps", type=int, default=12)
+    p.add_argument("--patch", type=int, default=256)
+    p.add_argument("--mask-path", default="soft")
+    p.add_argument("--seg-norm", default="train")
+    args = p.parse_args(argv)
+
+    import torch
+
+    import sagegan
+    from sagegan.io import Sample
+    from sagegan.simulate import simulate_micrograph
+    from sagegan.train_gan import GanTrainConfig, train_gan
+    from sagegan.train_seg import SegTrainConfig, train_segmenter
+
+    samples = []
+    for i in range(4):
+        sim = simulate_micrograph(max(2 * args.patch, 256), layout=SIM_LAYOUTS[i % 4], seed=[3, i],
+                                  mean_diameter_px=24.0)
+        samples.append(Sample(f"s{i}", sim.image, sim.labels))
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        seg_run = train_segmenter(samples, work / "seg", replace(SegTrainConfig(), epochs=1, batch_size=8,
+                                                                 patch_size=args.patch, val_every=10 ** 6),
+                                  val=[], progress=False)
+        cfg = GanTrainConfig(patch_size=args.patch, batch_size=2, steps=args.steps, warmup_steps=1, ramp_steps=1,
+                             val_every=10 ** 6, sample_every=10 ** 6, seed=0, mask_path=args.mask_path,
+                             # (passed only when asked for, so that checkouts older than the option still run)
+                             **({"segmenter_norm": args.seg_norm} if args.seg_norm != "train" else {}))
+        with _step_clock() as stamps:
+            start = time.process_time()
+            train_gan(samples, seg_run, work / "gan", cfg, val=[], progress=False)
+            cpu = time.process_time() - start
+    intervals = np.diff(stamps)
+    print(json.dumps({"gan_s_per_iter": round(float(np.median(intervals)), 3),
+                      "intervals": [round(float(t), 3) for t in intervals], "cpu_seconds": round(cpu, 1),
+                      "sagegan": str(Path(sagegan.__file__).parent), "torch_threads": torch.get_num_threads(),
+                      "malloc_env_set": all(os.environ.get(v) for v in ("MALLOC_MMAP_THRESHOLD_",
+                                                                         "MALLOC_TRIM_THRESHOLD_")),
+                      **vars(args)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
