@@ -123,6 +123,27 @@ def test_segment_files_writes_outputs(overfit_run, tmp_path):
     assert cols <= set(table.columns) and len(table) == labels.max()
 
 
+def test_selection_score_takes_the_best_watershed_setting(monkeypatch):
+    import sagegan.train_seg as ts
+
+    grid_scores = {(0.4, 0.3): (0.2, 0.9), (0.4, 0.5): (0.6, 0.7), (0.5, 0.4): (0.6, 0.8), (0.5, 0.6): (0.0, 0.8)}
+    monkeypatch.setattr(ts, "validate", lambda seg, val, grid: {g: grid_scores[g] for g in grid})
+    score, f1, dice = ts.selection_score(None, [])
+    assert (f1, dice) == (0.6, 0.8) and score == pytest.approx(0.6 + ts.DICE_TIEBREAK * 0.8)
+
+
+def test_uninformative_validation_keeps_the_latest_checkpoint(tmp_path, monkeypatch):
+    # With one validation image that no checkpoint segments (seen with k = 8 EMPS images), every
+    # validation ties; the run must not fall back to its first checkpoint.
+    import sagegan.train_seg as ts
+
+    monkeypatch.setattr(ts, "selection_score", lambda seg, val: (0.0, 0.0, 0.0))
+    samples = _samples(2, size=64)
+    cfg = SegTrainConfig(**{**TINY, "val_every": 5}, epochs=15, canonical_diameter_px=None, seed=3)
+    train_segmenter(samples, tmp_path, cfg, val=samples[:1], progress=False)
+    assert json.loads((tmp_path / "config.json").read_text())["best_validation"]["step"] == 15
+
+
 def test_resume_continues_from_checkpoint(tmp_path):
     samples = _samples(2, size=64)
     cfg = SegTrainConfig(**{**TINY, "val_every": 5}, epochs=10, canonical_diameter_px=None, seed=3)

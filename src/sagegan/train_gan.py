@@ -37,7 +37,7 @@ from .io import InputError, Sample
 from .losses import N_CLASSES, segmentation_loss
 from .nets.patchgan import PatchDiscriminator, diff_augment
 from .nets.style_unet import StyleUNet
-from .train_seg import git_commit, resolve_device, split_validation, validate
+from .train_seg import git_commit, resolve_device, selection_score, split_validation, tune_postprocess
 
 GENERATOR_FILE = "generator.safetensors"
 DISC_IMAGE_FILE = "disc_image.safetensors"
@@ -222,8 +222,8 @@ def train_gan(train: Sequence[Sample], seg_run: str | Path, out: str | Path, con
     else:
         if log_path.exists():
             log_path.unlink()
-        f1, dice = validate(Segmenter(S, run_config), val_items)[(0.5, 0.5)] if val_items else (float("nan"),) * 2
-        state["best_f1"] = f1 if val_items else -1.0
+        score, f1, dice = selection_score(Segmenter(S, run_config), val_items) if val_items else (float("nan"),) * 3
+        state["best_f1"] = score if val_items else -1.0
         run_config["best_validation"] = {"step": 0, "f1_50": f1, "dice": dice}
         _save_models(out, nets)
     write_json(out / "config.json", run_config)
@@ -305,8 +305,8 @@ def train_gan(train: Sequence[Sample], seg_run: str | Path, out: str | Path, con
             if state["step"] % cfg.sample_every == 0:
                 save_sample_grid(out / "samples" / f"step_{state['step']:06d}.png", x, fake, mask)
             if state["step"] % cfg.val_every == 0 or state["step"] == cfg.steps:
-                f1, dice = (validate(Segmenter(S, run_config), val_items)[(0.5, 0.5)] if val_items
-                            else (float("nan"),) * 2)
+                score, f1, dice = (selection_score(Segmenter(S, run_config), val_items) if val_items
+                                   else (float("nan"),) * 3)
                 state["elapsed_s"] = time.monotonic() - start
                 log.writerow([state["step"], round(state["elapsed_s"], 1), round(share, 3)]
                              + [round(float(np.mean(running[c])), 5) for c in columns[3:13]]
@@ -316,8 +316,8 @@ def train_gan(train: Sequence[Sample], seg_run: str | Path, out: str | Path, con
                     v.clear()
                 if val_items:
                     sched_S.step(f1)
-                if val_items and f1 > state["best_f1"]:
-                    state["best_f1"] = f1
+                if val_items and score >= state["best_f1"]:
+                    state["best_f1"] = score
                     run_config["best_validation"] = {"step": state["step"], "f1_50": f1, "dice": dice}
                     save_tensors(out / MODEL_FILE, S.state_dict())
                     write_json(out / "config.json", run_config)
@@ -336,6 +336,11 @@ def train_gan(train: Sequence[Sample], seg_run: str | Path, out: str | Path, con
     if not val_items:
         save_tensors(out / MODEL_FILE, S.state_dict())
     _save_last(out, modules, optims, sched_S, rng, gen_rng, state)
+    if val_items:  # the watershed settings that suit the chosen segmenter, as train-seg does
+        load_module_weights(S, out / MODEL_FILE)
+        run_config["postprocess"], (f1, dice) = tune_postprocess(Segmenter(S, run_config), val_items)
+        run_config["best_validation"] = {**run_config.get("best_validation", {}), "tuned_f1_50": f1,
+                                         "tuned_dice": dice}
     run_config.update(steps=state["step"], train_seconds=round(state["elapsed_s"], 1))
     write_json(out / "config.json", run_config)
     return out

@@ -131,6 +131,21 @@ def validate(seg: Segmenter, val: Sequence[PreparedImage],
             for t, rows in scores.items()}
 
 
+# Checkpoints are chosen by validation F1 at the best of a few watershed settings rather than at
+# one fixed setting: models early and late in training, and models trained on a handful of images,
+# prefer different thresholds, and at a fixed one a good model can score 0 (seen with k = 8 EMPS
+# images, where one such validation image made a run keep its first checkpoint). Ties go to Dice,
+# then to the later checkpoint (an uninformative validation set then keeps the latest weights).
+SELECTION_GRID = ((0.4, 0.3), (0.4, 0.5), (0.5, 0.4), (0.5, 0.6))
+DICE_TIEBREAK = 1e-3
+
+
+def selection_score(seg: Segmenter, val: Sequence[PreparedImage]) -> tuple[float, float, float]:
+    """(score, F1@0.5, Dice) for choosing checkpoints: see ``SELECTION_GRID``; compare with ``>=``."""
+    f1, dice = max(validate(seg, val, SELECTION_GRID).values())  # by F1, then Dice
+    return f1 + DICE_TIEBREAK * dice, f1, dice
+
+
 def tune_postprocess(seg: Segmenter, val: Sequence[PreparedImage]) -> tuple[dict[str, float], tuple[float, float]]:
     """Watershed thresholds, then the minimum particle area, that maximise validation F1@0.5.
 
@@ -242,7 +257,7 @@ def train_segmenter(train: Sequence[Sample], out: str | Path, config: SegTrainCo
             losses.append(loss.item())
             bar.update(1, loss=losses[-1])
             if state["step"] % cfg.val_every == 0 or state["step"] == max_steps:
-                f1, dice = validate(seg, val_items)[(0.5, 0.5)] if val_items else (float("nan"),) * 2
+                score, f1, dice = selection_score(seg, val_items) if val_items else (float("nan"),) * 3
                 state["elapsed_s"] = time.monotonic() - start
                 mean_loss = float(np.mean(losses))
                 log.writerow([state["step"], round(state["step"] / steps_per_epoch, 2), round(state["elapsed_s"], 1),
@@ -250,9 +265,10 @@ def train_segmenter(train: Sequence[Sample], out: str | Path, config: SegTrainCo
                 log_file.flush()
                 losses.clear()
                 # Without validation images the (negated) training loss picks the checkpoint.
-                score = f1 if val_items else -mean_loss
+                if not val_items:
+                    score = -mean_loss
                 sched.step(score)
-                if score > state["best_f1"]:
+                if score >= state["best_f1"]:
                     state["best_f1"], state["bad_validations"] = score, 0
                     run_config["best_validation"] = {"step": state["step"], "f1_50": f1, "dice": dice}
                     save_tensors(out / MODEL_FILE, net.state_dict())
