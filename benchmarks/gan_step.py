@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import SIM_LAYOUTS, _step_clock  # noqa: E402  (the benchmark runner's step clock)
+from run import _step_clock, speed_samples  # noqa: E402  (the benchmark runner's clock and data)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,16 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     import sagegan
-    from sagegan.io import Sample
-    from sagegan.simulate import simulate_micrograph
     from sagegan.train_gan import GanTrainConfig, train_gan
     from sagegan.train_seg import SegTrainConfig, train_segmenter
 
-    samples = []
-    for i in range(4):
-        sim = simulate_micrograph(max(2 * args.patch, 256), layout=SIM_LAYOUTS[i % 4], seed=[3, i],
-                                  mean_diameter_px=24.0)
-        samples.append(Sample(f"s{i}", sim.image, sim.labels))
+    samples = speed_samples(args.patch)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         seg_run = train_segmenter(samples, work / "seg", replace(SegTrainConfig(), epochs=1, batch_size=8,

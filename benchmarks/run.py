@@ -1210,6 +1210,16 @@ class _step_clock:
         self.module.StepBar = self.original
 
 
+def speed_samples(patch: int) -> list:
+    """The four simulated labelled images the training-speed measurements train on."""
+    from sagegan.io import Sample
+    from sagegan.simulate import simulate_micrograph
+
+    sims = [simulate_micrograph(max(2 * patch, 256), layout=SIM_LAYOUTS[i % 4], seed=[3, i], mean_diameter_px=24.0)
+            for i in range(4)]
+    return [Sample(f"s{i}", sim.image, sim.labels) for i, sim in enumerate(sims)]
+
+
 def speed_child(params: dict) -> dict:
     """Runs in a fresh process: inference (ours vs MONAI, interleaved) then training iterations."""
     c0 = time.process_time()
@@ -1218,7 +1228,6 @@ def speed_child(params: dict) -> dict:
     from monai.networks.nets import AttentionUnet
 
     from sagegan.infer import Segmenter, _tile_side, predict_maps
-    from sagegan.io import Sample
     from sagegan.nets.attention_unet import AttentionUNet
     from sagegan.simulate import simulate_micrograph
     from sagegan.train_seg import SegTrainConfig, resolve_device
@@ -1271,10 +1280,7 @@ def speed_child(params: dict) -> dict:
     from sagegan.train_seg import train_segmenter
 
     patch = int(params["patch"])
-    samples = []
-    for i in range(4):
-        sim = simulate_micrograph(max(2 * patch, 256), layout=SIM_LAYOUTS[i % 4], seed=[3, i], mean_diameter_px=24.0)
-        samples.append(Sample(f"s{i}", sim.image, sim.labels))
+    samples = speed_samples(patch)
     work = Path(params["workdir"])
     shutil.rmtree(work, ignore_errors=True)
     n_steps = 4 if params["quick"] else 8

@@ -145,21 +145,18 @@ class FeaturePerceptualLoss(nn.Module):
         for image in images:
             if image.shape != target.shape:
                 raise ValueError(f"image and target shapes differ: {tuple(image.shape)} vs {tuple(target.shape)}")
-        image_features = self._extract(torch.cat(images)) if len(images) > 1 else self._extract(images[0])
+        image_features = self._extract(torch.cat(images))
         # A target without gradient (a real micrograph) needs no autograd graph.
         with torch.set_grad_enabled(torch.is_grad_enabled() and target.requires_grad):
             target_features = self._extract(target)
         weights = self.layer_weights or (1.0 / len(image_features),) * len(image_features)
         if len(weights) != len(image_features):
             raise ValueError(f"{len(weights)} layer_weights for {len(image_features)} feature maps")
-        batch = target.shape[0]
-        losses = []
-        for i in range(len(images)):
-            loss = target.new_zeros(())
-            for weight, a, b in zip(weights, image_features, target_features):
-                if weight:
-                    loss = loss + weight * self.distance(a[i * batch:(i + 1) * batch], b)
-            losses.append(loss)
+        losses = [target.new_zeros(()) for _ in images]
+        for weight, features, target_feature in zip(weights, image_features, target_features):
+            if weight:
+                for i, feature in enumerate(features.split(target.shape[0])):
+                    losses[i] = losses[i] + weight * self.distance(feature, target_feature)
         return losses
 
 
