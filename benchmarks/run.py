@@ -1488,13 +1488,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _reexec_with_malloc_settings() -> None:
-    """As the sagegan CLI does: glibc malloc settings that speed up CPU training (set before start)."""
+def _reexec_with_malloc_settings(script: str | None = None) -> None:
+    """As the sagegan CLI does: glibc malloc settings that speed up CPU training (set before start).
+
+    ``script``: the file to run again (default: this one; other benchmark scripts pass theirs).
+    """
     from sagegan.cli import MALLOC_ENV
 
     if sys.platform != "linux" or os.environ.get("SAGEGAN_NO_MALLOC_TUNING") or all(k in os.environ for k in MALLOC_ENV):
         return
-    os.execve(sys.executable, [sys.executable, str(Path(__file__).resolve()), *sys.argv[1:]],
+    os.execve(sys.executable, [sys.executable, str(Path(script or __file__).resolve()), *sys.argv[1:]],
               {**os.environ, **MALLOC_ENV})
 
 

@@ -1,0 +1,151 @@
+#!/usr/bin/env python
+"""What phase 2 does to the segmenter: arms that all start from one phase 1 snapshot.
+
+    python benchmarks/phase2_ablation.py --phase1 bench_full/runs/emps/k8_s0/phase1_half \\
+        --gan-config bench_full/runs/emps/k8_s0/sage_gan/config.json --minutes 7.5 \\
+        --arms start phase1 soft detached --out bench_ablation
+
+Every arm trains for the same wall-clock ``--minutes`` from the same phase 1 RUN and is tested
+on the EMPS test images with the *final* weights (no checkpoint selection: with few labels the
+validation set is one image, and selection would add its own noise) and the phase 1 run's
+watershed settings, so the arms differ only in how they trained:
+
+* ``start``: the phase 1 snapshot itself, not trained further;
+* ``phase1``: phase 1 resumed (its optimiser, batch 8, its learning rate);
+* ``soft`` / ``straight-through`` / ``detached``: SAGE-GAN with that mask path (``detached`` is
+  the reference code: the cycle and mask-adversarial terms do not reach the segmenter);
+* ``soft-frozen-bn``: ``soft`` with the segmenter's BatchNorm statistics kept from phase 1.
+
+The GAN arms take their settings (widths, warm-up, ramp, loss weights) from ``--gan-config``
+(a GANRUN's config.json, e.g. the few-label benchmark's), so the comparison matches that
+benchmark. Writes ``OUT/results.json`` (one entry per arm; a rerun skips finished arms) and
+prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import REPO, _reexec_with_malloc_settings  # noqa: E402  (same allocator settings as run.py)
+
+GAN_ARMS = {"soft": ("soft", "train"), "straight-through": ("straight-through", "train"),
+            "detached": ("detached", "train"), "soft-frozen-bn": ("soft", "frozen")}
+ARMS = ("start", "phase1", *GAN_ARMS)
+
+
+def train_arm(arm: str, phase1: Path, gan_config: dict, train: list, minutes: float, work: Path) -> tuple[Path, dict]:
+    """Train one arm; returns (weights file of the final segmenter, facts about the run)."""
+    from sagegan.checkpoint import load_tensors, read_json, save_tensors
+    from sagegan.train_gan import GanTrainConfig, train_gan
+    from sagegan.train_seg import SegTrainConfig, train_segmenter
+
+    run_dir = work / arm
+    if arm == "start":
+        return phase1 / "segmenter.safetensors", {"steps": 0, "train_seconds": 0.0}
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    t0 = time.monotonic()
+    if arm == "phase1":
+        shutil.copytree(phase1, run_dir)
+        elapsed0 = read_json(phase1 / "last_state.json")["elapsed_s"]
+        cfg = SegTrainConfig.from_dict({**read_json(phase1 / "config.json")["train"],
+                                        "max_minutes": elapsed0 / 60 + minutes, "epochs": 100_000, "patience": 10_000})
+        train_segmenter(train, run_dir, cfg, val=[], resume=True, progress=False)
+        # the final weights, as for the GAN arms (without validation images train-seg would keep
+        # the checkpoint with the lowest training loss)
+        final = {k[len("model."):]: v for k, v in load_tensors(run_dir / "last.safetensors").items()
+                 if k.startswith("model.")}
+        save_tensors(run_dir / "final.safetensors", final)
+        steps = read_json(run_dir / "last_state.json")["step"] - read_json(phase1 / "last_state.json")["step"]
+        return run_dir / "final.safetensors", {"steps": steps, "train_seconds": time.monotonic() - t0}
+    mask_path, norm = GAN_ARMS[arm]
+    cfg = replace(GanTrainConfig.from_dict(gan_config), mask_path=mask_path, segmenter_norm=norm,
+                  max_minutes=minutes, steps=1_000_000, sample_every=1_000_000)
+    train_gan(train, phase1, run_dir, cfg, val=[], progress=False)  # no validation: S is the final one
+    steps = read_json(run_dir / "config.json")["steps"]
+    return run_dir / "segmenter.safetensors", {"steps": steps, "train_seconds": time.monotonic() - t0}
+
+
+def test_weights(phase1: Path, weights: Path, test: list, order: dict) -> dict:
+    """Metrics of ``weights`` (in the phase 1 net, with phase 1's post-processing) on ``test``."""
+    from sagegan.checkpoint import load_module_weights
+    from sagegan.infer import load_segmenter, segment_image
+    from sagegan.metrics import evaluate_pair, summarize
+
+    seg = load_segmenter(phase1)
+    load_module_weights(seg.net, weights)
+    seg.net.eval()
+    per_image = {s.stem: evaluate_pair(segment_image(seg, s.image, scale="auto").labels, s.labels) for s in test}
+    out = {}
+    for subset, keep in (("all", lambda st: True), ("ordered", lambda st: order.get(st) == "ordered")):
+        rows = [m for st, m in per_image.items() if keep(st)]
+        if rows:
+            summary = summarize(rows)
+            out[subset] = {"n": len(rows), "f1_50": summary["mean"]["f1_50"], "dice": summary["mean"]["dice"],
+                           "pq": summary["mean"]["pq"], "pooled_f1_50": summary["pooled"]["f1_50"]}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--phase1", type=Path, required=True, help="phase 1 RUN folder (with last.safetensors)")
+    p.add_argument("--gan-config", type=Path, required=True, help="a GANRUN config.json to take the GAN settings from")
+    p.add_argument("--minutes", type=float, default=7.5, help="wall-clock training minutes per arm")
+    p.add_argument("--arms", nargs="+", choices=ARMS, default=["start", "phase1", "soft", "detached"])
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--data-root", type=Path, default=REPO / ".." / "shared" / "data")
+    p.add_argument("--max-test", type=int, default=None, help="test on the first N EMPS test images only")
+    args = p.parse_args(argv)
+    _reexec_with_malloc_settings(__file__)
+
+    import csv
+
+    from sagegan.checkpoint import read_json
+    from sagegan.io import load_pairs, read_split
+
+    emps = args.data_root / "emps"
+    if not (emps / "images").is_dir():
+        print(f"no EMPS data under {args.data_root}: nothing to do", file=sys.stderr)
+        return 1
+    phase1_config = read_json(args.phase1 / "config.json")
+    gan_config = read_json(args.gan_config)["gan"]
+    train = load_pairs(emps / "images", emps / "segmaps", phase1_config["data"]["train_stems"])
+    test = load_pairs(emps / "images", emps / "segmaps", read_split(emps / "test.csv")[: args.max_test])
+    with (emps / "order_labels.csv").open(newline="") as f:
+        order = {Path(r["file"]).stem: r["order_label_visual"] for r in csv.DictReader(f)}
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    results_path = args.out / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    setup = {"phase1": str(args.phase1), "gan_config": str(args.gan_config), "minutes": args.minutes,
+             "n_train": len(train), "n_test": len(test)}
+    for arm in args.arms:
+        if arm in results and results[arm]["setup"] == setup:
+            print(f"{arm}: in {results_path}, skipped", flush=True)
+            continue
+        print(f"{arm}: training {args.minutes if arm != 'start' else 0:g} min", flush=True)
+        weights, facts = train_arm(arm, args.phase1, gan_config, train, args.minutes, args.out)
+        t0 = time.monotonic()
+        metrics = test_weights(args.phase1, weights, test, order)
+        results[arm] = {"setup": setup, **facts, "test_seconds": time.monotonic() - t0, **metrics}
+        results_path.write_text(json.dumps(results, indent=1) + "\n")
+        print(f"{arm}: F1@0.5 {metrics['all']['f1_50']:.3f}", flush=True)
+
+    print("\n| arm | steps | F1@0.5 | Dice | PQ | pooled F1@0.5 | ordered F1@0.5 |\n| --- | --- | --- | --- | --- | --- | --- |")
+    for arm in (a for a in ARMS if a in results):
+        r = results[arm]
+        ordered = r.get("ordered", {}).get("f1_50", float("nan"))
+        print(f"| {arm} | {r['steps']} | {r['all']['f1_50']:.3f} | {r['all']['dice']:.3f} | {r['all']['pq']:.3f} "
+              f"| {r['all']['pooled_f1_50']:.3f} | {ordered:.3f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
