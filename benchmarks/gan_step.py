@@ -2,7 +2,7 @@
 """Seconds per SAGE-GAN iteration: a real ``train_gan`` run on simulated data, nothing else.
 
     MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=68719476736 \\
-        python benchmarks/gan_step.py [--steps 12] [--patch 256] [--mask-path soft] [--seg-norm train]
+        python benchmarks/gan_step.py [--steps 12] [--patch 256] [--mask-path soft] [--seg-norm frozen]
 
 The same measurement as the GAN part of ``benchmarks/run.py --only speed`` (batch 2, default
 networks, warm-up over after step 1, median interval between the ends of consecutive steps), as a
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=12)
     p.add_argument("--patch", type=int, default=256)
     p.add_argument("--mask-path", default="soft")
-    p.add_argument("--seg-norm", default="train")
+    p.add_argument("--seg-norm", default=None, help="train | frozen (default: the checkout's default)")
     args = p.parse_args(argv)
 
     import torch
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = GanTrainConfig(patch_size=args.patch, batch_size=2, steps=args.steps, warmup_steps=1, ramp_steps=1,
                              val_every=10 ** 6, sample_every=10 ** 6, seed=0, mask_path=args.mask_path,
                              # (passed only when asked for, so that checkouts older than the option still run)
-                             **({"segmenter_norm": args.seg_norm} if args.seg_norm != "train" else {}))
+                             **({"segmenter_norm": args.seg_norm} if args.seg_norm else {}))
         with _step_clock() as stamps:
             start = time.process_time()
             train_gan(samples, seg_run, work / "gan", cfg, val=[], progress=False)

@@ -81,10 +81,12 @@ def test_gan_is_repeatable_with_a_seed(seg_run, gan_run, tmp_path):
 
 
 def test_frozen_segmenter_norm_keeps_phase1_statistics(seg_run, tmp_path):
+    """The default: S's BatchNorm statistics stay at phase 1's; its convolutions still learn."""
     from sagegan.checkpoint import load_tensors
 
     seg_dir, samples = seg_run
-    cfg = GanTrainConfig(**{**TINY_GAN, "val_every": 100}, steps=6, segmenter_norm="frozen")
+    cfg = GanTrainConfig(**{**TINY_GAN, "val_every": 100}, steps=6)
+    assert cfg.segmenter_norm == "frozen"
     train_gan(samples, seg_dir, tmp_path, cfg, val=samples[:1], progress=False)
     before = load_tensors(seg_dir / "segmenter.safetensors")
     after = load_tensors(tmp_path / "last.safetensors")

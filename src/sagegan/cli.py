@@ -213,8 +213,8 @@ def train_gan(
                                      "train the segmenter."),
     ramp_steps: int = typer.Option(1000, "--ramp-steps", help="Steps over which the synthetic share rises to 0.6."),
     mask_path: str = typer.Option("soft", "--mask-path", help="soft | straight-through | detached"),
-    seg_norm: str = typer.Option("train", "--seg-norm", help="train | frozen: whether the segmenter's BatchNorm "
-                                 "statistics keep updating from the GAN's small batches or stay at phase 1's."),
+    seg_norm: str = typer.Option("frozen", "--seg-norm", help="frozen | train: whether the segmenter's BatchNorm "
+                                 "statistics stay at phase 1's or keep updating from the GAN's small batches."),
     seg_loss: str = typer.Option("ce_dice", "--seg-loss", help="ce_dice | focal_tversky"),
     vgg19_weights: Optional[Path] = typer.Option(None, "--vgg19-weights", help="Local VGG19 weights for the "
                                                  "perceptual loss (default: the segmenter's own encoder)."),

@@ -75,7 +75,10 @@ class GanTrainConfig:
     mask_path: str = "soft"         # soft | straight-through | detached
     # "frozen": S's BatchNorm layers normalise with their phase 1 running statistics and stop
     # updating them (their scale and shift still learn); "train": batch statistics, as in phase 1.
-    segmenter_norm: str = "train"
+    # Frozen by default: from one k = 8 phase 1 snapshot, 7.5 minutes of SAGE-GAN gave test F1
+    # 0.430 / Dice 0.712 frozen against 0.382 / 0.637 with statistics from batches of 2
+    # (benchmarks/phase2_ablation.py, BENCHMARKS.md).
+    segmenter_norm: str = "frozen"
     seg_loss: str = "ce_dice"
     generator_widths: tuple[int, ...] = (16, 32, 64, 128)
     latent_dim: int = 128
