@@ -14,7 +14,8 @@ watershed settings, so the arms differ only in how they trained:
 * ``phase1``: phase 1 resumed (its optimiser, batch 8, its learning rate);
 * ``soft`` / ``straight-through`` / ``detached``: SAGE-GAN with that mask path (``detached`` is
   the reference code: the cycle and mask-adversarial terms do not reach the segmenter);
-* ``soft-frozen-bn``: ``soft`` with the segmenter's BatchNorm statistics kept from phase 1.
+* ``soft-frozen-bn`` / ``detached-frozen-bn``: with the segmenter's BatchNorm statistics kept
+  from phase 1 (``train-gan``'s default); the other GAN arms re-estimate them from batches of 2.
 
 The GAN arms take their settings (widths, warm-up, ramp, loss weights) from ``--gan-config``
 (a GANRUN's config.json, e.g. the few-label benchmark's), so the comparison matches that
@@ -36,7 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import REPO, _reexec_with_malloc_settings  # noqa: E402  (same allocator settings as run.py)
 
 GAN_ARMS = {"soft": ("soft", "train"), "straight-through": ("straight-through", "train"),
-            "detached": ("detached", "train"), "soft-frozen-bn": ("soft", "frozen")}
+            "detached": ("detached", "train"), "soft-frozen-bn": ("soft", "frozen"),
+            "detached-frozen-bn": ("detached", "frozen")}
 ARMS = ("start", "phase1", *GAN_ARMS)
 
 
