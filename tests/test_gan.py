@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -96,6 +97,9 @@ def test_frozen_segmenter_norm_keeps_phase1_statistics(seg_run, tmp_path):
     assert any(not torch.equal(before[k], after[f"S.{k}"]) for k in weights)  # the convolutions learn
     with pytest.raises(ValueError, match="norm mode"):
         GanTrainConfig(segmenter_norm="group")
+    # a config saved before the option existed reproduces what that run did
+    assert GanTrainConfig.from_dict({"steps": 6}).segmenter_norm == "train"
+    assert GanTrainConfig.from_dict(asdict(cfg)).segmenter_norm == "frozen"
 
 
 def test_gan_resume(seg_run, tmp_path):
@@ -142,7 +146,7 @@ def test_phase2_ablation_arms_train_from_one_snapshot(seg_run, tmp_path):
     seg_dir, samples = seg_run
     gan_config = {**TINY_GAN, "steps": 1_000_000}
     start = load_tensors(seg_dir / "segmenter.safetensors")
-    for arm in ("phase1", "detached", "soft-frozen-bn"):
+    for arm in ("phase1", "soft", "detached-frozen-bn"):
         weights, facts = ablation.train_arm(arm, seg_dir, gan_config, samples, 0.02, tmp_path)
         assert facts["steps"] > 0
         trained = load_tensors(weights)

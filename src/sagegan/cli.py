@@ -212,7 +212,9 @@ def train_gan(
     warmup_steps: int = typer.Option(500, "--warmup-steps", help="Generator-only warm-up before its images "
                                      "train the segmenter."),
     ramp_steps: int = typer.Option(1000, "--ramp-steps", help="Steps over which the synthetic share rises to 0.6."),
-    mask_path: str = typer.Option("soft", "--mask-path", help="soft | straight-through | detached"),
+    mask_path: str = typer.Option("detached", "--mask-path", help="detached | soft | straight-through: "
+                                   "whether the cycle and mask-adversarial terms reach the segmenter "
+                                   "(soft/straight-through) or not (detached; measured better)."),
     seg_norm: str = typer.Option("frozen", "--seg-norm", help="frozen | train: whether the segmenter's BatchNorm "
                                  "statistics stay at phase 1's or keep updating from the GAN's small batches."),
     seg_loss: str = typer.Option("ce_dice", "--seg-loss", help="ce_dice | focal_tversky"),
