@@ -2,7 +2,7 @@
 """Seconds per SAGE-GAN iteration: a real ``train_gan`` run on simulated data, nothing else.
 
     MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=68719476736 \\
-        python benchmarks/gan_step.py [--steps 12] [--patch 256] [--mask-path soft] [--seg-norm frozen]
+        python benchmarks/gan_step.py [--steps 12] [--patch 256] [--mask-path detached] [--seg-norm frozen]
 
 The same measurement as the GAN part of ``benchmarks/run.py --only speed`` (batch 2, default
 networks, warm-up over after step 1, median interval between the ends of consecutive steps), as a
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=12)
     p.add_argument("--patch", type=int, default=256)
-    p.add_argument("--mask-path", default="soft")
+    p.add_argument("--mask-path", default=None, help="detached | soft | straight-through (default: the checkout's)")
     p.add_argument("--seg-norm", default=None, help="train | frozen (default: the checkout's default)")
     args = p.parse_args(argv)
 
@@ -48,8 +48,10 @@ def main(argv: list[str] | None = None) -> int:
                                                                  patch_size=args.patch, val_every=10 ** 6),
                                   val=[], progress=False)
         cfg = GanTrainConfig(patch_size=args.patch, batch_size=2, steps=args.steps, warmup_steps=1, ramp_steps=1,
-                             val_every=10 ** 6, sample_every=10 ** 6, seed=0, mask_path=args.mask_path,
-                             # (passed only when asked for, so that checkouts older than the option still run)
+                             val_every=10 ** 6, sample_every=10 ** 6, seed=0,
+                             # passed only when asked for: the default is the checkout's own (as in
+                             # run.py --only speed), and older checkouts lack --seg-norm
+                             **({"mask_path": args.mask_path} if args.mask_path else {}),
                              **({"segmenter_norm": args.seg_norm} if args.seg_norm else {}))
         with _step_clock() as stamps:
             start = time.process_time()
@@ -61,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
                       "sagegan": str(Path(sagegan.__file__).parent), "torch_threads": torch.get_num_threads(),
                       "malloc_env_set": all(os.environ.get(v) for v in ("MALLOC_MMAP_THRESHOLD_",
                                                                          "MALLOC_TRIM_THRESHOLD_")),
-                      **vars(args)}))
+                      **vars(args), "mask_path_used": cfg.mask_path,
+                      "segmenter_norm_used": getattr(cfg, "segmenter_norm", "train")}))
     return 0
 
 

@@ -34,7 +34,7 @@ from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import REPO, _reexec_with_malloc_settings  # noqa: E402  (same allocator settings as run.py)
+from run import REPO, _reexec_with_malloc_settings, emps_order_labels  # noqa: E402  (shared with run.py)
 
 GAN_ARMS = {"soft": ("soft", "train"), "straight-through": ("straight-through", "train"),
             "detached": ("detached", "train"), "soft-frozen-bn": ("soft", "frozen"),
@@ -56,16 +56,16 @@ def train_arm(arm: str, phase1: Path, gan_config: dict, train: list, minutes: fl
     t0 = time.monotonic()
     if arm == "phase1":
         shutil.copytree(phase1, run_dir)
-        elapsed0 = read_json(phase1 / "last_state.json")["elapsed_s"]
-        cfg = SegTrainConfig.from_dict({**read_json(phase1 / "config.json")["train"],
-                                        "max_minutes": elapsed0 / 60 + minutes, "epochs": 100_000, "patience": 10_000})
+        start_state = read_json(phase1 / "last_state.json")
+        cfg = SegTrainConfig.from_dict({**read_json(phase1 / "config.json")["train"], "epochs": 100_000,
+                                        "max_minutes": start_state["elapsed_s"] / 60 + minutes, "patience": 10_000})
         train_segmenter(train, run_dir, cfg, val=[], resume=True, progress=False)
         # the final weights, as for the GAN arms (without validation images train-seg would keep
         # the checkpoint with the lowest training loss)
         final = {k[len("model."):]: v for k, v in load_tensors(run_dir / "last.safetensors").items()
                  if k.startswith("model.")}
         save_tensors(run_dir / "final.safetensors", final)
-        steps = read_json(run_dir / "last_state.json")["step"] - read_json(phase1 / "last_state.json")["step"]
+        steps = read_json(run_dir / "last_state.json")["step"] - start_state["step"]
         return run_dir / "final.safetensors", {"steps": steps, "train_seconds": time.monotonic() - t0}
     mask_path, norm = GAN_ARMS[arm]
     cfg = replace(GanTrainConfig.from_dict(gan_config), mask_path=mask_path, segmenter_norm=norm,
@@ -107,8 +107,6 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     _reexec_with_malloc_settings(__file__)
 
-    import csv
-
     from sagegan.checkpoint import read_json
     from sagegan.io import load_pairs, read_split
 
@@ -120,8 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     gan_config = read_json(args.gan_config)["gan"]
     train = load_pairs(emps / "images", emps / "segmaps", phase1_config["data"]["train_stems"])
     test = load_pairs(emps / "images", emps / "segmaps", read_split(emps / "test.csv")[: args.max_test])
-    with (emps / "order_labels.csv").open(newline="") as f:
-        order = {Path(r["file"]).stem: r["order_label_visual"] for r in csv.DictReader(f)}
+    order = emps_order_labels(emps)
 
     args.out.mkdir(parents=True, exist_ok=True)
     results_path = args.out / "results.json"

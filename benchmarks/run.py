@@ -274,17 +274,20 @@ def _round_robin(groups: Sequence[Sequence[str]], n: int) -> list[str]:
     return picked
 
 
-def load_emps(root: Path, settings: Settings) -> Dataset:
+def emps_order_labels(base: Path) -> dict[str, str]:
+    """stem -> ordered | partially_ordered | not_ordered, from EMPS's ``order_labels.csv``."""
     import csv
 
+    with (base / "order_labels.csv").open(newline="") as f:
+        return {Path(rec["file"]).stem: rec["order_label_visual"] for rec in csv.DictReader(f)}
+
+
+def load_emps(root: Path, settings: Settings) -> Dataset:
     from sagegan.io import load_pairs, read_split
 
     base = root / "emps"
     train_stems, test_stems = read_split(base / "train.csv"), read_split(base / "test.csv")
-    order: dict[str, str] = {}
-    with (base / "order_labels.csv").open(newline="") as f:
-        for rec in csv.DictReader(f):
-            order[Path(rec["file"]).stem] = rec["order_label_visual"]
+    order = emps_order_labels(base)
     if settings.max_train is not None:
         train_stems = train_stems[: settings.max_train]
     if settings.max_test is not None:  # one of each order class in turn, so every subset is exercised
