@@ -953,7 +953,7 @@ def bench_bam(b: Bench) -> None:
 
 
 def bench_generator(b: Bench) -> None:
-    names = ["emps"] + ([] if b.settings.quick else ["bam_tio2"])
+    names = b.args.generator_datasets or (["emps"] + ([] if b.settings.quick else ["bam_tio2"]))
     for name in names:
         ds = b.dataset(name)
         if ds is None:
@@ -1477,6 +1477,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-train", type=int, default=None, help="use at most N training images (quick: 8)")
     p.add_argument("--max-test", type=int, default=None, help="use at most N test images (quick: 4)")
     p.add_argument("--n-fd", type=int, default=None, help="generator: patches / synthetic images per set (512)")
+    p.add_argument("--generator-datasets", nargs="+", choices=("emps", "bam_tio2"), default=None, metavar="NAME",
+                   help="generator: the datasets to measure (default: emps bam_tio2; quick: emps)")
     p.add_argument("--speed-size", type=int, default=None, help="speed: image side in px (2048; quick 512)")
     p.add_argument("--speed-patch", type=int, default=None, help="speed: training patch side (256; quick 64)")
     p.add_argument("--gan-seconds-per-step", type=float, default=3.0,
