@@ -974,20 +974,31 @@ FD_LAYOUTS = ("real", "new", "mixed")
 
 
 def encoder_features(seg, images: Sequence[np.ndarray], batch: int = 16) -> np.ndarray:
-    """Global-average-pooled outputs of every encoder stage, concatenated: (N, sum(widths))."""
+    """Global-average-pooled outputs of every encoder stage, concatenated: (N, sum(widths)).
+
+    Images may differ in size (``synthesize --layouts real`` keeps the size of a training mask
+    smaller than the patch): they are batched by shape, and the rows keep the input order.
+    """
     import torch
 
     from sagegan.data import normalise_percentile
 
     device = next(seg.net.parameters()).device
-    feats = []
+    by_shape: dict[tuple, list[int]] = {}
+    for i, im in enumerate(images):
+        by_shape.setdefault(im.shape, []).append(i)
+    feats: list[np.ndarray | None] = [None] * len(images)
     seg.net.eval()
     with torch.inference_mode():
-        for i in range(0, len(images), batch):
-            x = torch.from_numpy(np.stack([normalise_percentile(im) for im in images[i:i + batch]]))[:, None]
-            stages = seg.net.encode(x.to(device))
-            feats.append(torch.cat([f.float().mean(dim=(2, 3)) for f in stages], 1).cpu().numpy())
-    return np.concatenate(feats).astype(np.float64)
+        for indices in by_shape.values():
+            for j in range(0, len(indices), batch):
+                chunk = indices[j:j + batch]
+                x = torch.from_numpy(np.stack([normalise_percentile(images[i]) for i in chunk]))[:, None]
+                stages = seg.net.encode(x.to(device))
+                pooled = torch.cat([f.float().mean(dim=(2, 3)) for f in stages], 1).cpu().numpy()
+                for i, row in zip(chunk, pooled):
+                    feats[i] = row
+    return np.stack(feats).astype(np.float64)
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray, eps: float = 1e-6) -> float:

@@ -153,3 +153,21 @@ def test_phase2_ablation_arms_train_from_one_snapshot(seg_run, tmp_path):
         assert any(not torch.equal(trained[k], start[k]) for k in start), arm
         metrics = ablation.test_weights(seg_dir, weights, samples[:1], order={})
         assert 0.0 <= metrics["all"]["f1_50"] <= 1.0 and "ordered" not in metrics
+
+
+def test_generator_benchmark_features_accept_mixed_sizes(seg_run):
+    """benchmarks/run.py encoder_features: images of several sizes, rows in input order."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from run import encoder_features
+
+    seg_dir, samples = seg_run
+    seg = load_segmenter(seg_dir)
+    rng = np.random.default_rng(0)
+    images = [rng.random((64, 64)), rng.random((48, 32)), rng.random((64, 64))]
+    feats = encoder_features(seg, images)
+    assert feats.shape == (3, sum(seg.config["model"]["widths"]))
+    np.testing.assert_allclose(feats[1], encoder_features(seg, images[1:2])[0], rtol=1e-5)
+    np.testing.assert_allclose(feats[2], encoder_features(seg, images[2:])[0], rtol=1e-5)
