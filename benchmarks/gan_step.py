@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--patch", type=int, default=256)
     p.add_argument("--mask-path", default=None, help="detached | soft | straight-through (default: the checkout's)")
     p.add_argument("--seg-norm", default=None, help="train | frozen (default: the checkout's default)")
+    p.add_argument("--precision", default=None, help="fp32 | bf16 (default: the checkout's default)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, the cores)")
     args = p.parse_args(argv)
 
     import torch
@@ -41,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     from sagegan.train_gan import GanTrainConfig, train_gan
     from sagegan.train_seg import SegTrainConfig, train_segmenter
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     samples = speed_samples(args.patch)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -52,19 +56,23 @@ def main(argv: list[str] | None = None) -> int:
                              # passed only when asked for: the default is the checkout's own (as in
                              # run.py --only speed), and older checkouts lack --seg-norm
                              **({"mask_path": args.mask_path} if args.mask_path else {}),
-                             **({"segmenter_norm": args.seg_norm} if args.seg_norm else {}))
-        with _step_clock() as stamps:
+                             **({"segmenter_norm": args.seg_norm} if args.seg_norm else {}),
+                             **({"precision": args.precision} if args.precision else {}))
+        clock = _step_clock()
+        with clock as stamps:
             start = time.process_time()
             train_gan(samples, seg_run, work / "gan", cfg, val=[], progress=False)
             cpu = time.process_time() - start
     intervals = np.diff(stamps)
     print(json.dumps({"gan_s_per_iter": round(float(np.median(intervals)), 3),
+                      "gan_cpu_s_per_iter": round(float(np.median(np.diff(clock.cpu_stamps))), 3),
                       "intervals": [round(float(t), 3) for t in intervals], "cpu_seconds": round(cpu, 1),
                       "sagegan": str(Path(sagegan.__file__).parent), "torch_threads": torch.get_num_threads(),
                       "malloc_env_set": all(os.environ.get(v) for v in ("MALLOC_MMAP_THRESHOLD_",
                                                                          "MALLOC_TRIM_THRESHOLD_")),
                       **vars(args), "mask_path_used": cfg.mask_path,
-                      "segmenter_norm_used": getattr(cfg, "segmenter_norm", "train")}))
+                      "segmenter_norm_used": getattr(cfg, "segmenter_norm", "train"),
+                      "precision_used": getattr(cfg, "precision", "fp32")}))
     return 0
 
 

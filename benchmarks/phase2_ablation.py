@@ -15,7 +15,9 @@ watershed settings, so the arms differ only in how they trained:
 * ``soft`` / ``straight-through`` / ``detached``: SAGE-GAN with that mask path (``detached`` is
   the reference code: the cycle and mask-adversarial terms do not reach the segmenter);
 * ``soft-frozen-bn`` / ``detached-frozen-bn``: with the segmenter's BatchNorm statistics kept
-  from phase 1 (``train-gan``'s default); the other GAN arms re-estimate them from batches of 2.
+  from phase 1 (``train-gan``'s default); the other GAN arms re-estimate them from batches of 2;
+* ``detached-frozen-bn-bf16``: the defaults with the networks under bfloat16 autocast
+  (``--precision bf16``), more steps in the same minutes; every other GAN arm runs in fp32.
 
 The GAN arms take their settings (widths, warm-up, ramp, loss weights) from ``--gan-config``
 (a GANRUN's config.json, e.g. the few-label benchmark's), so the comparison matches that
@@ -36,9 +38,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import REPO, _reexec_with_malloc_settings, emps_order_labels  # noqa: E402  (shared with run.py)
 
-GAN_ARMS = {"soft": ("soft", "train"), "straight-through": ("straight-through", "train"),
-            "detached": ("detached", "train"), "soft-frozen-bn": ("soft", "frozen"),
-            "detached-frozen-bn": ("detached", "frozen")}
+# arm -> the GanTrainConfig settings it changes
+GAN_ARMS = {"soft": {"mask_path": "soft", "segmenter_norm": "train"},
+            "straight-through": {"mask_path": "straight-through", "segmenter_norm": "train"},
+            "detached": {"mask_path": "detached", "segmenter_norm": "train"},
+            "soft-frozen-bn": {"mask_path": "soft", "segmenter_norm": "frozen"},
+            "detached-frozen-bn": {"mask_path": "detached", "segmenter_norm": "frozen"},
+            "detached-frozen-bn-bf16": {"mask_path": "detached", "segmenter_norm": "frozen", "precision": "bf16"}}
 ARMS = ("start", "phase1", *GAN_ARMS)
 
 
@@ -67,8 +73,7 @@ def train_arm(arm: str, phase1: Path, gan_config: dict, train: list, minutes: fl
         save_tensors(run_dir / "final.safetensors", final)
         steps = read_json(run_dir / "last_state.json")["step"] - start_state["step"]
         return run_dir / "final.safetensors", {"steps": steps, "train_seconds": time.monotonic() - t0}
-    mask_path, norm = GAN_ARMS[arm]
-    cfg = replace(GanTrainConfig.from_dict(gan_config), mask_path=mask_path, segmenter_norm=norm,
+    cfg = replace(GanTrainConfig.from_dict(gan_config), **{"precision": "fp32", **GAN_ARMS[arm]},
                   max_minutes=minutes, steps=1_000_000, sample_every=1_000_000)
     train_gan(train, phase1, run_dir, cfg, val=[], progress=False)  # no validation: S is the final one
     steps = read_json(run_dir / "config.json")["steps"]

@@ -1202,12 +1202,17 @@ def _peak_rss_mb() -> tuple[float, float]:
 
 
 class _step_clock:
-    """Context manager: replaces sagegan.progress.StepBar so that each training step is time-stamped."""
+    """Context manager: replaces sagegan.progress.StepBar so that each training step is time-stamped.
+
+    ``__enter__`` returns the wall-clock stamps; ``cpu_stamps`` holds the process CPU times (all
+    threads) at the same moments, which stay meaningful on a busy machine.
+    """
 
     def __enter__(self) -> list:
         import sagegan.progress as progress
 
         stamps: list[float] = []
+        cpu_stamps = self.cpu_stamps = []
         self.module, self.original = progress, progress.StepBar
 
         class StampingBar(self.original):
@@ -1216,6 +1221,7 @@ class _step_clock:
 
             def update(self, steps=1, loss=None):
                 stamps.append(time.monotonic())
+                cpu_stamps.append(time.process_time())
 
         progress.StepBar = StampingBar
         return stamps

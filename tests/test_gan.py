@@ -60,7 +60,8 @@ def test_tiny_gan_trains_with_finite_losses(gan_run):
     rows = list(csv.DictReader((out / "train_log.csv").open()))
     assert [int(r["step"]) for r in rows] == [10, 20]
     for row in rows:
-        for key in ("seg_synthetic", "seg_real", "cycle_l1", "paired_l1", "adv_image", "d_image", "d_mask"):
+        for key in ("seg_synthetic", "seg_real", "cycle_l1", "paired_l1", "adv_image", "adv_mask", "d_image",
+                    "d_mask"):
             assert np.isfinite(float(row[key])), (key, row)
     assert float(rows[-1]["synthetic_share"]) > 0
     for name in ("generator", "disc_image", "disc_mask", "segmenter"):
@@ -100,6 +101,23 @@ def test_frozen_segmenter_norm_keeps_phase1_statistics(seg_run, tmp_path):
     # a config saved before the option existed reproduces what that run did
     assert GanTrainConfig.from_dict({"steps": 6}).segmenter_norm == "train"
     assert GanTrainConfig.from_dict(asdict(cfg)).segmenter_norm == "frozen"
+
+
+def test_bf16_precision_trains_with_float32_weights(seg_run, tmp_path):
+    """--precision bf16: autocast for the networks; weights, checkpoints and losses stay float32."""
+    from sagegan.checkpoint import load_tensors
+
+    seg_dir, samples = seg_run
+    cfg = GanTrainConfig(**TINY_GAN, steps=10, precision="bf16")
+    train_gan(samples, seg_dir, tmp_path, cfg, val=samples[:1], progress=False)
+    row = list(csv.DictReader((tmp_path / "train_log.csv").open()))[-1]
+    assert all(np.isfinite(float(row[k])) for k in ("seg_real", "cycle_l1", "adv_image", "adv_mask", "d_image"))
+    for name in ("generator", "segmenter", "disc_image"):
+        assert {t.dtype for t in load_tensors(tmp_path / f"{name}.safetensors").values()} <= {torch.float32,
+                                                                                                torch.int64}
+    assert json.loads((tmp_path / "config.json").read_text())["gan"]["precision"] == "bf16"
+    with pytest.raises(ValueError, match="precision"):
+        GanTrainConfig(precision="fp16")
 
 
 def test_gan_resume(seg_run, tmp_path):

@@ -218,6 +218,8 @@ def train_gan(
     seg_norm: str = typer.Option("frozen", "--seg-norm", help="frozen | train: whether the segmenter's BatchNorm "
                                  "statistics stay at phase 1's or keep updating from the GAN's small batches."),
     seg_loss: str = typer.Option("ce_dice", "--seg-loss", help="ce_dice | focal_tversky"),
+    precision: str = typer.Option("fp32", "--precision", help="fp32 | bf16: bf16 runs the networks under "
+                                  "autocast (faster on CPUs with AVX-512 BF16/AMX; weights and losses stay fp32)."),
     vgg19_weights: Optional[Path] = typer.Option(None, "--vgg19-weights", help="Local VGG19 weights for the "
                                                  "perceptual loss (default: the segmenter's own encoder)."),
     batch_size: int = typer.Option(2, "--batch-size"),
@@ -234,6 +236,7 @@ def train_gan(
 
     cfg = GanTrainConfig(steps=steps, max_minutes=max_minutes, seed=seed, warmup_steps=warmup_steps,
                          ramp_steps=ramp_steps, mask_path=mask_path, segmenter_norm=seg_norm, seg_loss=seg_loss,
+                         precision=precision,
                          perceptual="vgg19" if vgg19_weights else "segmenter",
                          vgg19_weights=str(vgg19_weights) if vgg19_weights else None, batch_size=batch_size,
                          patch_size=patch_size, val_every=val_every, sample_every=val_every, device=device)

@@ -81,6 +81,10 @@ class GanTrainConfig:
     # 0.430 / Dice 0.712 frozen against 0.382 / 0.637 with statistics from batches of 2
     # (benchmarks/phase2_ablation.py, BENCHMARKS.md).
     segmenter_norm: str = "frozen"
+    # "bf16": the networks' forward and backward passes run under CPU/GPU autocast in bfloat16
+    # (weights, optimiser state and losses stay float32). Faster convolutions on CPUs with
+    # AVX-512 BF16 or AMX; fp32 is the default because only fp32 runs were measured for quality.
+    precision: str = "fp32"
     seg_loss: str = "ce_dice"
     generator_widths: tuple[int, ...] = (16, 32, 64, 128)
     latent_dim: int = 128
@@ -101,6 +105,8 @@ class GanTrainConfig:
             raise ValueError(f"unknown mask path {self.mask_path!r} (soft, straight-through or detached)")
         if self.segmenter_norm not in ("train", "frozen"):
             raise ValueError(f"unknown segmenter norm mode {self.segmenter_norm!r} (train or frozen)")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"unknown precision {self.precision!r} (fp32 or bf16)")
         if self.perceptual == "vgg19" and not self.vgg19_weights:
             raise ValueError("perceptual 'vgg19' needs a local weights file (--vgg19-weights)")
         if isinstance(self.weights, dict):
@@ -243,6 +249,10 @@ def train_gan(train: Sequence[Sample], seg_run: str | Path, out: str | Path, con
         log.writerow(columns)
     from .progress import StepBar
 
+
+    def autocast() -> torch.autocast:
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+
     bar = StepBar(cfg.steps, state["step"], progress, "training SAGE-GAN")
     start = time.monotonic() - state["elapsed_s"]
     budget_s = cfg.max_minutes * 60 if cfg.max_minutes else float("inf")
@@ -264,17 +274,25 @@ def train_gan(train: Sequence[Sample], seg_run: str | Path, out: str | Path, con
                 freeze_batchnorm_statistics(S)
 
             # ---- generator + segmenter
-            out_real = S(x)
+            with autocast():
+                out_real = S(x).float()
             # Before warm-up ends, S gets no gradient through G (its images are still noise).
             mask_of_real = _mask_input(out_real[:, :N_CLASSES], cfg.mask_path if warm else "detached")
-            # G(mask) and G(S(x)) in one batched call: G normalises per sample (GroupNorm,
-            # per-sample modulation), so this equals two calls and is faster on a CPU.
-            fake, rebuilt = G(torch.cat([mask, mask_of_real]), torch.cat([z, z])).chunk(2)
-            if S_learns_synthetic:
-                out_fake = S(fake)
-            else:  # G still learns to draw images that S segments correctly; S is not updated by them
-                out_fake = torch.func.functional_call(S, {n: p.detach() for n, p in S.named_parameters()}, (fake,))
-            cycle_perceptual, paired_perceptual = perceptual.against(x, rebuilt, fake)
+            with autocast():
+                # G(mask) and G(S(x)) in one batched call: G normalises per sample (GroupNorm,
+                # per-sample modulation), so this equals two calls and is faster on a CPU.
+                fake, rebuilt = G(torch.cat([mask, mask_of_real]), torch.cat([z, z])).float().chunk(2)
+                if S_learns_synthetic:
+                    out_fake = S(fake)
+                else:  # G still learns to draw images that S segments correctly; S is not updated by them
+                    out_fake = torch.func.functional_call(S, {n: p.detach() for n, p in S.named_parameters()},
+                                                          (fake,))
+                cycle_perceptual, paired_perceptual = (t.float() for t in perceptual.against(x, rebuilt, fake))
+                adv_image_scores = D_img(diff_augment(fake)).float()
+                # A detached mask gives the mask-adversarial term no path to G or S: its value is
+                # taken from the discriminator pass below instead of costing a forward and backward.
+                adv_mask_scores = D_mask(mask_of_real).float() if mask_of_real.requires_grad else None
+            out_fake = out_fake.float()
             terms = {
                 "seg_synthetic": w.seg_synthetic * segmentation_loss(out_fake, classes, distance, kind=cfg.seg_loss),
                 "seg_real": w.seg_real * segmentation_loss(out_real, classes, distance, weights, kind=cfg.seg_loss),
@@ -282,9 +300,10 @@ def train_gan(train: Sequence[Sample], seg_run: str | Path, out: str | Path, con
                 "cycle_perceptual": w.cycle_perceptual * cycle_perceptual,
                 "paired_l1": w.paired_l1 * F.l1_loss(fake, x),
                 "paired_perceptual": w.paired_perceptual * paired_perceptual,
-                "adv_image": w.adv_image * lsgan_g_loss(D_img(diff_augment(fake))),
-                "adv_mask": w.adv_mask * lsgan_g_loss(D_mask(mask_of_real)),
+                "adv_image": w.adv_image * lsgan_g_loss(adv_image_scores),
             }
+            if adv_mask_scores is not None:
+                terms["adv_mask"] = w.adv_mask * lsgan_g_loss(adv_mask_scores)
             opt_G.zero_grad(set_to_none=True)
             opt_S.zero_grad(set_to_none=True)
             sum(terms.values()).backward()
@@ -294,8 +313,11 @@ def train_gan(train: Sequence[Sample], seg_run: str | Path, out: str | Path, con
             # ---- discriminators: real and fake in one call each (instance norm and DiffAugment
             # act per sample, so batching changes nothing but the speed)
             n = x.shape[0]
-            scores_image = D_img(diff_augment(torch.cat([x, fake.detach()])))
-            scores_mask = D_mask(torch.cat([mask, mask_of_real.detach()]))
+            with autocast():
+                scores_image = D_img(diff_augment(torch.cat([x, fake.detach()]))).float()
+                scores_mask = D_mask(torch.cat([mask, mask_of_real.detach()])).float()
+            if adv_mask_scores is None:  # D_mask has not changed since the generator step: same value
+                terms["adv_mask"] = w.adv_mask * lsgan_g_loss(scores_mask[n:].detach())
             d_image = lsgan_d_loss(scores_image[:n], scores_image[n:])
             d_mask = lsgan_d_loss(scores_mask[:n], scores_mask[n:])
             opt_D.zero_grad(set_to_none=True)
