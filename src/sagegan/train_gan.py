@@ -249,7 +249,6 @@ def train_gan(train: Sequence[Sample], seg_run: str | Path, out: str | Path, con
         log.writerow(columns)
     from .progress import StepBar
 
-
     def autocast() -> torch.autocast:
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
 
