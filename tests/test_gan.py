@@ -189,3 +189,20 @@ def test_generator_benchmark_features_accept_mixed_sizes(seg_run):
     assert feats.shape == (3, sum(seg.config["model"]["widths"]))
     np.testing.assert_allclose(feats[1], encoder_features(seg, images[1:2])[0], rtol=1e-5)
     np.testing.assert_allclose(feats[2], encoder_features(seg, images[2:])[0], rtol=1e-5)
+
+
+def test_final_weights_reads_runs_and_ganruns(seg_run, gan_run, tmp_path):
+    """benchmarks/final_weights.py takes the segmenter out of a RUN's or a GANRUN's last.safetensors."""
+    import sys
+    from pathlib import Path
+
+    from sagegan.checkpoint import load_module_weights, load_tensors
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from final_weights import final_segmenter_weights
+
+    for run in (seg_run[0], gan_run[0]):
+        weights = final_segmenter_weights(run, tmp_path / "final.safetensors")
+        seg = load_segmenter(run)
+        load_module_weights(seg.net, weights)  # every key fits the segmenter
+        assert set(load_tensors(weights)) == set(seg.net.state_dict())

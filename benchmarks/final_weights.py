@@ -1,0 +1,82 @@
+#!/usr/bin/env python
+"""Test runs by their *final* weights on the EMPS test images (no checkpoint selection).
+
+    python benchmarks/final_weights.py bench_v2/runs/emps/k8_s0/attention_unet \\
+        bench_v2/runs/emps/k8_s0/sage_gan [...] --out bench_v2/final_weights.json
+
+With few labels a run's kept checkpoint is chosen on one validation image, which adds noise of
+its own; this reads each run's ``last.safetensors`` (the state when its budget ran out: a
+``train-seg`` RUN or a ``train-gan`` GANRUN) and tests it with that run's own post-processing, as
+``benchmarks/phase2_ablation.py`` tests its arms. Prints a markdown table; writes JSON to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from phase2_ablation import test_weights  # noqa: E402  (the same test as the ablation arms)
+from run import REPO, _reexec_with_malloc_settings, emps_order_labels  # noqa: E402
+
+# the segmenter's weights inside last.safetensors: "model." in a train-seg RUN, "S." in a GANRUN
+PREFIXES = ("model.", "S.")
+
+
+def final_segmenter_weights(run_dir: Path, out_file: Path) -> Path:
+    """Write the segmenter's weights from ``run_dir/last.safetensors`` to ``out_file``."""
+    from sagegan.checkpoint import load_tensors, save_tensors
+
+    last = load_tensors(run_dir / "last.safetensors")
+    for prefix in PREFIXES:
+        weights = {k[len(prefix):]: v for k, v in last.items() if k.startswith(prefix)}
+        if weights:
+            save_tensors(out_file, weights)
+            return out_file
+    raise SystemExit(f"{run_dir / 'last.safetensors'}: no segmenter weights (keys starting with {PREFIXES})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("runs", nargs="+", type=Path, help="RUN or GANRUN folders with last.safetensors")
+    p.add_argument("--out", type=Path, required=True, help="JSON file for the results")
+    p.add_argument("--data-root", type=Path, default=REPO / ".." / "shared" / "data")
+    p.add_argument("--max-test", type=int, default=None, help="test on the first N EMPS test images only")
+    args = p.parse_args(argv)
+    _reexec_with_malloc_settings(__file__)
+
+    from sagegan.checkpoint import read_json
+    from sagegan.io import load_pairs, read_split
+
+    emps = args.data_root / "emps"
+    if not (emps / "images").is_dir():
+        print(f"no EMPS data under {args.data_root}: nothing to do", file=sys.stderr)
+        return 1
+    test = load_pairs(emps / "images", emps / "segmaps", read_split(emps / "test.csv")[: args.max_test])
+    order = emps_order_labels(emps)
+    results = json.loads(args.out.read_text()) if args.out.exists() else {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for run in args.runs:
+            t0 = time.monotonic()
+            weights = final_segmenter_weights(run, Path(tmp) / "final.safetensors")
+            state = read_json(run / "last_state.json")
+            metrics = test_weights(run, weights, test, order)
+            results[str(run)] = {"step": state.get("step"), "test_seconds": time.monotonic() - t0, **metrics}
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(results, indent=1) + "\n")
+            print(f"{run}: F1@0.5 {metrics['all']['f1_50']:.3f}", flush=True)
+    print("\n| run | final step | F1@0.5 | Dice | PQ | ordered F1@0.5 |\n| --- | --- | --- | --- | --- | --- |")
+    for run in map(str, args.runs):
+        r = results[run]
+        ordered = r.get("ordered", {}).get("f1_50", float("nan"))
+        print(f"| {run} | {r['step']} | {r['all']['f1_50']:.3f} | {r['all']['dice']:.3f} | {r['all']['pq']:.3f} "
+              f"| {ordered:.3f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
