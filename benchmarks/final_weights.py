@@ -20,24 +20,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from phase2_ablation import test_weights  # noqa: E402  (the same test as the ablation arms)
-from run import REPO, _reexec_with_malloc_settings, emps_order_labels  # noqa: E402
-
-# the segmenter's weights inside last.safetensors: "model." in a train-seg RUN, "S." in a GANRUN
-PREFIXES = ("model.", "S.")
-
-
-def final_segmenter_weights(run_dir: Path, out_file: Path) -> Path:
-    """Write the segmenter's weights from ``run_dir/last.safetensors`` to ``out_file``."""
-    from sagegan.checkpoint import load_tensors, save_tensors
-
-    last = load_tensors(run_dir / "last.safetensors")
-    for prefix in PREFIXES:
-        weights = {k[len(prefix):]: v for k, v in last.items() if k.startswith(prefix)}
-        if weights:
-            save_tensors(out_file, weights)
-            return out_file
-    raise SystemExit(f"{run_dir / 'last.safetensors'}: no segmenter weights (keys starting with {PREFIXES})")
+# the same weights extraction, data and test as the ablation arms
+from phase2_ablation import final_segmenter_weights, load_emps_test, test_weights  # noqa: E402
+from run import REPO, _reexec_with_malloc_settings  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,14 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     _reexec_with_malloc_settings(__file__)
 
     from sagegan.checkpoint import read_json
-    from sagegan.io import load_pairs, read_split
 
-    emps = args.data_root / "emps"
-    if not (emps / "images").is_dir():
-        print(f"no EMPS data under {args.data_root}: nothing to do", file=sys.stderr)
+    loaded = load_emps_test(args.data_root, args.max_test)
+    if loaded is None:
         return 1
-    test = load_pairs(emps / "images", emps / "segmaps", read_split(emps / "test.csv")[: args.max_test])
-    order = emps_order_labels(emps)
+    _, test, order = loaded
     results = json.loads(args.out.read_text()) if args.out.exists() else {}
     with tempfile.TemporaryDirectory() as tmp:
         for run in args.runs:

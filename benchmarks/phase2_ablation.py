@@ -46,11 +46,39 @@ GAN_ARMS = {"soft": {"mask_path": "soft", "segmenter_norm": "train"},
             "detached-frozen-bn": {"mask_path": "detached", "segmenter_norm": "frozen"},
             "detached-frozen-bn-bf16": {"mask_path": "detached", "segmenter_norm": "frozen", "precision": "bf16"}}
 ARMS = ("start", "phase1", *GAN_ARMS)
+# the segmenter's weights inside last.safetensors: "model." in a train-seg RUN, "S." in a GANRUN
+LAST_PREFIXES = ("model.", "S.")
+
+
+def final_segmenter_weights(run_dir: Path, out_file: Path) -> Path:
+    """Write the segmenter's weights from ``run_dir/last.safetensors`` (the state when training
+    stopped, whatever checkpoint the run kept) to ``out_file``."""
+    from sagegan.checkpoint import load_tensors, save_tensors
+
+    last = load_tensors(run_dir / "last.safetensors")
+    for prefix in LAST_PREFIXES:
+        weights = {k[len(prefix):]: v for k, v in last.items() if k.startswith(prefix)}
+        if weights:
+            save_tensors(out_file, weights)
+            return out_file
+    raise SystemExit(f"{run_dir / 'last.safetensors'}: no segmenter weights (keys starting with {LAST_PREFIXES})")
+
+
+def load_emps_test(data_root: Path, max_test: int | None) -> tuple[Path, list, dict] | None:
+    """(EMPS folder, its test pairs, stem -> order label), or None with a message if absent."""
+    from sagegan.io import load_pairs, read_split
+
+    emps = data_root / "emps"
+    if not (emps / "images").is_dir():
+        print(f"no EMPS data under {data_root}: nothing to do", file=sys.stderr)
+        return None
+    test = load_pairs(emps / "images", emps / "segmaps", read_split(emps / "test.csv")[:max_test])
+    return emps, test, emps_order_labels(emps)
 
 
 def train_arm(arm: str, phase1: Path, gan_config: dict, train: list, minutes: float, work: Path) -> tuple[Path, dict]:
     """Train one arm; returns (weights file of the final segmenter, facts about the run)."""
-    from sagegan.checkpoint import load_tensors, read_json, save_tensors
+    from sagegan.checkpoint import read_json
     from sagegan.train_gan import GanTrainConfig, train_gan
     from sagegan.train_seg import SegTrainConfig, train_segmenter
 
@@ -68,11 +96,9 @@ def train_arm(arm: str, phase1: Path, gan_config: dict, train: list, minutes: fl
         train_segmenter(train, run_dir, cfg, val=[], resume=True, progress=False)
         # the final weights, as for the GAN arms (without validation images train-seg would keep
         # the checkpoint with the lowest training loss)
-        final = {k[len("model."):]: v for k, v in load_tensors(run_dir / "last.safetensors").items()
-                 if k.startswith("model.")}
-        save_tensors(run_dir / "final.safetensors", final)
+        final = final_segmenter_weights(run_dir, run_dir / "final.safetensors")
         steps = read_json(run_dir / "last_state.json")["step"] - start_state["step"]
-        return run_dir / "final.safetensors", {"steps": steps, "train_seconds": time.monotonic() - t0}
+        return final, {"steps": steps, "train_seconds": time.monotonic() - t0}
     cfg = replace(GanTrainConfig.from_dict(gan_config), **{"precision": "fp32", **GAN_ARMS[arm]},
                   max_minutes=minutes, steps=1_000_000, sample_every=1_000_000)
     train_gan(train, phase1, run_dir, cfg, val=[], progress=False)  # no validation: S is the final one
@@ -113,17 +139,15 @@ def main(argv: list[str] | None = None) -> int:
     _reexec_with_malloc_settings(__file__)
 
     from sagegan.checkpoint import read_json
-    from sagegan.io import load_pairs, read_split
+    from sagegan.io import load_pairs
 
-    emps = args.data_root / "emps"
-    if not (emps / "images").is_dir():
-        print(f"no EMPS data under {args.data_root}: nothing to do", file=sys.stderr)
+    loaded = load_emps_test(args.data_root, args.max_test)
+    if loaded is None:
         return 1
+    emps, test, order = loaded
     phase1_config = read_json(args.phase1 / "config.json")
     gan_config = read_json(args.gan_config)["gan"]
     train = load_pairs(emps / "images", emps / "segmaps", phase1_config["data"]["train_stems"])
-    test = load_pairs(emps / "images", emps / "segmaps", read_split(emps / "test.csv")[: args.max_test])
-    order = emps_order_labels(emps)
 
     args.out.mkdir(parents=True, exist_ok=True)
     results_path = args.out / "results.json"
