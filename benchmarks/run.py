@@ -476,8 +476,35 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
     return result, time.monotonic() - w0, time.process_time() - c0
 
 
-def _fingerprint(obj: Any) -> str:
-    return hashlib.sha1(json.dumps(_clean(obj), sort_keys=True).encode()).hexdigest()[:12]
+# Config fields added after runs were made, with the value that reproduces the behaviour from before
+# they existed: finished runs fingerprinted without them stay valid while the field keeps that value.
+LATE_FIELD_DEFAULTS = {"precision": "fp32"}
+
+
+class Fingerprint(str):
+    """A run's fingerprint; ``legacy`` holds the ones the same run had before LATE_FIELD_DEFAULTS."""
+
+    legacy: frozenset = frozenset()
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha1(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _without_late_defaults(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _without_late_defaults(v) for k, v in obj.items()
+                if not (k in LATE_FIELD_DEFAULTS and v == LATE_FIELD_DEFAULTS[k])}
+    if isinstance(obj, list):
+        return [_without_late_defaults(v) for v in obj]
+    return obj
+
+
+def _fingerprint(obj: Any) -> Fingerprint:
+    clean = _clean(obj)
+    fp = Fingerprint(_digest(clean))
+    fp.legacy = frozenset({_digest(_without_late_defaults(clean))}) - {str(fp)}
+    return fp
 
 
 MARK = "bench_run.json"
@@ -487,13 +514,13 @@ def _done(run_dir: Path, fingerprint: str) -> dict | None:
     mark = run_dir / MARK
     if mark.exists():
         info = json.loads(mark.read_text())
-        if info.get("fingerprint") == fingerprint:
+        if info.get("fingerprint") == fingerprint or info.get("fingerprint") in getattr(fingerprint, "legacy", ()):
             return info
     return None
 
 
 def _mark(run_dir: Path, fingerprint: str, **info: Any) -> dict:
-    info = _clean({"fingerprint": fingerprint, **info})
+    info = _clean({"fingerprint": str(fingerprint), **info})
     (run_dir / MARK).write_text(json.dumps(info, indent=1) + "\n")
     return info
 

@@ -123,3 +123,23 @@ def test_quick_benchmarks_on_real_data(tmp_path):
     (bam_classical,) = [r for r in by_bench["bam_tio2"] if r["method"] == "classical"]
     assert _finite(bam_classical["mean_diameter_error_nm"]) and _finite(bam_classical["true_mean_ecd_nm"])
     assert bam_classical["true_mean_ecd_nm"] > 10  # TiO2 particles are tens of nm across
+
+
+def test_finished_runs_survive_a_config_field_added_later(tmp_path):
+    """A run marked before ``precision`` existed stays done while precision is fp32, and only then."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import run as bench
+
+    old = {"cfg": {"lr": 1e-4, "seed": 0}, "group": {"k": 8}}
+    bench._mark(tmp_path, bench._fingerprint(old), wall_s=1.0)
+    same = bench._fingerprint({"cfg": {"lr": 1e-4, "seed": 0, "precision": "fp32"}, "group": {"k": 8}})
+    assert same != bench._fingerprint(old)  # the full fingerprint did change ...
+    assert bench._done(tmp_path, same)["wall_s"] == 1.0  # ... but the finished run is still found
+    bf16 = bench._fingerprint({"cfg": {"lr": 1e-4, "seed": 0, "precision": "bf16"}, "group": {"k": 8}})
+    assert bench._done(tmp_path, bf16) is None
+    other = bench._fingerprint({"cfg": {"lr": 2e-4, "seed": 0, "precision": "fp32"}, "group": {"k": 8}})
+    assert bench._done(tmp_path, other) is None
+    # a run marked with the field present is found by the same full fingerprint
+    bench._mark(tmp_path, same, wall_s=2.0)
+    assert bench._done(tmp_path, same)["wall_s"] == 2.0
+    assert json.loads((tmp_path / bench.MARK).read_text())["fingerprint"] == str(same)
