@@ -1061,22 +1061,35 @@ def real_patches(samples: Sequence, canonical: float | None, n: int, size: int, 
 
 
 def generator_for(b: Bench, ds: Dataset) -> None:
-    from sagegan.infer import load_segmenter
-    from sagegan.io import load_pairs, read_micrograph
-    from sagegan.synthesize import synthesize
-    from sagegan.train_seg import resolve_device, split_validation, train_segmenter
-
     g = make_group(b, ds, "all", 0, b.settings.budget_minutes)
+    if not any(generator_needs(b, ds, g)):
+        b.console.log(f"[dim]skip generator / {ds.name}: in results.json")
+        return
+    half, full = train_attention(b, g)
+    _, gan = train_sage(b, g, half)
+    generator_rows(b, ds, g, full, gan, generator_seconds=half.wall_s + gan.wall_s)
+
+
+def generator_needs(b: Bench, ds: Dataset, g: Group) -> tuple[bool, bool]:
+    """Whether the Fréchet-distance rows and the TSTR/TRTR rows of this group are still missing."""
     fd_methods = [f"generator_{lay}_layouts" for lay in FD_LAYOUTS] + ["real_train_patches"]
     need_fd = not all(b.store.has(benchmark="generator", dataset=ds.name, method=m, k=g.k, seed=g.seed, subset="all")
                       for m in fd_methods)
     need_tstr = not all(b.store.has(benchmark="generator", dataset=ds.name, method=m, k=g.k, seed=g.seed, subset=s)
                         for m in ("tstr", "trtr") for s in ds.subsets())
-    if not (need_fd or need_tstr):
-        b.console.log(f"[dim]skip generator / {ds.name}: in results.json")
-        return
-    half, full = train_attention(b, g)
-    _, gan = train_sage(b, g, half)
+    return need_fd, need_tstr
+
+
+def generator_rows(b: Bench, ds: Dataset, g: Group, full: Trained, gan: Trained, generator_seconds: float) -> None:
+    """FD and TSTR rows of the generator of ``gan`` (trained in ``generator_seconds``, phase 1 included);
+    ``full``, the attention_unet run on the real pairs, gives the features and the TRTR reference.
+    The synthetic sets and the TSTR run live in ``g.dir``."""
+    from sagegan.infer import load_segmenter
+    from sagegan.io import load_pairs, read_micrograph
+    from sagegan.synthesize import synthesize
+    from sagegan.train_seg import resolve_device, split_validation, train_segmenter
+
+    need_fd, need_tstr = generator_needs(b, ds, g)
     seg = load_segmenter(full.run_dir, resolve_device(b.settings.device))
     canonical = seg.canonical_diameter_px
     size = b.settings.gan_patch
@@ -1122,7 +1135,7 @@ def generator_for(b: Bench, ds: Dataset) -> None:
                                     "comparable between rows with the same n"
                                     if min(len(feats), len(feats_test)) <= feats.shape[1] else
                                     "comparable between rows with the same n and features (FD is biased in n)"),
-                        "train_seconds": gan.wall_s + half.wall_s if method != "real_train_patches" else None,
+                        "train_seconds": generator_seconds if method != "real_train_patches" else None,
                         "synthesis_seconds": syn_wall.get(extra["layouts"]), "cpu_seconds": fd_cpu,
                         "note": ("reference: real training patches vs real test patches (the floor)"
                                  if method == "real_train_patches" else

@@ -103,6 +103,22 @@ def test_quick_benchmarks_on_simulated_data(tmp_path):
     assert "| few_labels | simulated | 4 | all | sage_gan_retrain | 1 |" in summary
     assert "| few_labels | 4 | all | sage_gan |" in summary  # paired with attention_unet
 
+    # benchmarks/long_gan.py trains a copy of the k = all GAN run further and writes the same generator rows.
+    source = out / "runs" / "simulated" / "kall_s0" / "sage_gan"
+    source_steps = json.loads((source / "last_state.json").read_text())["step"]
+    longer = tmp_path / "long"
+    proc3 = subprocess.run([sys.executable, str(REPO / "benchmarks" / "long_gan.py"), "--quick", "--simulated",
+                            "--from-out", str(out), "--out", str(longer), "--budget-minutes", "0.1", "--max-test", "2",
+                            "--extra-minutes", "0.05", "--no-progress"],
+                           capture_output=True, text=True, timeout=420, cwd=REPO)
+    assert proc3.returncode == 0, proc3.stdout[-4000:] + proc3.stderr[-4000:]
+    long_rows = json.loads((longer / "results.json").read_text())
+    assert {r["method"] for r in long_rows} == {r["method"] for r in by_bench["generator"]}
+    long_steps = json.loads((longer / "runs" / "simulated" / "kall_s0" / "sage_gan_long" / "last_state.json")
+                            .read_text())["step"]
+    assert long_steps > source_steps
+    assert json.loads((source / "last_state.json").read_text())["step"] == source_steps  # the source is untouched
+
 
 @pytest.mark.slow
 @pytest.mark.realdata
