@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -56,7 +57,7 @@ def main(argv=None) -> int:
     ds = src.dataset(a.dataset)
     if ds is None:
         raise SystemExit(f"long_gan.py: no {a.dataset} data under {src.root}")
-    dst._data[a.dataset] = ds
+    dst._data[a.dataset] = ds  # the very same split and test set (simulated data are drawn per folder)
     g_src = bench.make_group(src, ds, "all", 0, src.settings.budget_minutes)
     if not (g_src.dir / "sage_gan" / bench.MARK).exists():
         raise SystemExit(f"long_gan.py: {g_src.dir / 'sage_gan'} is not a finished run; run "
@@ -74,7 +75,7 @@ def main(argv=None) -> int:
 
         bench._fresh(long_dir)
         g.dir.mkdir(parents=True, exist_ok=True)
-        bench.shutil.copytree(gan.run_dir, long_dir)
+        shutil.copytree(gan.run_dir, long_dir)
         elapsed0 = json.loads((long_dir / "last_state.json").read_text())["elapsed_s"]
         cfg = replace(GanTrainConfig(**{**gan_cfg, "max_minutes": 1.0}), max_minutes=elapsed0 / 60 + a.extra_minutes)
         dst.console.log(f"resuming {gan.run_dir} in {long_dir} for {a.extra_minutes:g} more minutes")
