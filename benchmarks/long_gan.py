@@ -75,7 +75,8 @@ def main(argv=None) -> int:
 
         bench._fresh(long_dir)
         g.dir.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(gan.run_dir, long_dir)
+        # the run itself, not the source's test-result cache (eval_*.json) or its benchmark marker
+        shutil.copytree(gan.run_dir, long_dir, ignore=shutil.ignore_patterns("eval_*.json", bench.MARK))
         elapsed0 = json.loads((long_dir / "last_state.json").read_text())["elapsed_s"]
         cfg = replace(GanTrainConfig(**{**gan_cfg, "max_minutes": 1.0}), max_minutes=elapsed0 / 60 + a.extra_minutes)
         dst.console.log(f"resuming {gan.run_dir} in {long_dir} for {a.extra_minutes:g} more minutes")

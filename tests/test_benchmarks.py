@@ -114,9 +114,9 @@ def test_quick_benchmarks_on_simulated_data(tmp_path):
     assert proc3.returncode == 0, proc3.stdout[-4000:] + proc3.stderr[-4000:]
     long_rows = json.loads((longer / "results.json").read_text())
     assert {r["method"] for r in long_rows} == {r["method"] for r in by_bench["generator"]}
-    long_steps = json.loads((longer / "runs" / "simulated" / "kall_s0" / "sage_gan_long" / "last_state.json")
-                            .read_text())["step"]
-    assert long_steps > source_steps
+    long_run = longer / "runs" / "simulated" / "kall_s0" / "sage_gan_long"
+    assert json.loads((long_run / "last_state.json").read_text())["step"] > source_steps
+    assert list(source.glob("eval_*.json")) and not list(long_run.glob("eval_*.json"))  # no stale test cache
     assert json.loads((source / "last_state.json").read_text())["step"] == source_steps  # the source is untouched
 
 
