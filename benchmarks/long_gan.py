@@ -18,7 +18,6 @@ import argparse
 import json
 import shutil
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -77,11 +76,10 @@ def main(argv=None) -> int:
         g.dir.mkdir(parents=True, exist_ok=True)
         # the run itself, not the source's test-result cache (eval_*.json) or its benchmark marker
         shutil.copytree(gan.run_dir, long_dir, ignore=shutil.ignore_patterns("eval_*.json", bench.MARK))
-        elapsed0 = json.loads((long_dir / "last_state.json").read_text())["elapsed_s"]
-        cfg = replace(GanTrainConfig(**{**gan_cfg, "max_minutes": 1.0}), max_minutes=elapsed0 / 60 + a.extra_minutes)
         dst.console.log(f"resuming {gan.run_dir} in {long_dir} for {a.extra_minutes:g} more minutes")
-        _, wall, cpu = bench.timed(lambda: train_gan(g_src.train, half.run_dir, long_dir, cfg, val=g_src.val,
-                                                     resume=True, progress=dst.progress, data_source=ds.source()))
+        wall, cpu = bench.resume_for(long_dir, GanTrainConfig(**{**gan_cfg, "max_minutes": None}), 60 * a.extra_minutes,
+                                     lambda c: train_gan(g_src.train, half.run_dir, long_dir, c, val=g_src.val,
+                                                         resume=True, progress=dst.progress, data_source=ds.source()))
         info = bench._mark(long_dir, fp, wall_s=gan.wall_s + wall, cpu_s=gan.cpu_s + cpu, extra_wall_s=wall,
                            source=str(gan.run_dir))
     steps = json.loads((long_dir / "last_state.json").read_text()).get("step")

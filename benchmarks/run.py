@@ -525,6 +525,14 @@ def _mark(run_dir: Path, fingerprint: str, **info: Any) -> dict:
     return info
 
 
+def resume_for(run_dir: Path, cfg: Any, seconds: float, train: Callable[[Any], Any]) -> tuple[float, float]:
+    """Train the run in ``run_dir`` ``seconds`` more (wall-clock): ``train(cfg)`` resumes it with ``max_minutes`` set
+    to the time it has already trained plus ``seconds``. Returns (wall s, CPU s)."""
+    elapsed = json.loads((run_dir / "last_state.json").read_text())["elapsed_s"]
+    _, wall, cpu = timed(lambda: train(replace(cfg, max_minutes=(elapsed + seconds) / 60)))
+    return wall, cpu
+
+
 def _fresh(run_dir: Path) -> None:
     if run_dir.exists():
         shutil.rmtree(run_dir)
@@ -676,10 +684,8 @@ def train_attention(b: Bench, g: Group) -> tuple[Trained, Trained]:
         stop = json.loads((full / "config.json").read_text()).get("stop_reason")
         left = B - w1
         if stop != "early_stopping" and left > MIN_PHASE_S:
-            elapsed0 = json.loads((full / "last_state.json").read_text())["elapsed_s"]
-            cfg2 = replace(cfg, max_minutes=(elapsed0 + left) / 60)
-            _, w2, c2 = timed(lambda: train_segmenter(g.train, full, cfg2, val=g.val, resume=True,
-                                                      progress=b.progress))
+            w2, c2 = resume_for(full, cfg, left, lambda c: train_segmenter(g.train, full, c, val=g.val, resume=True,
+                                                                            progress=b.progress))
         info_full = _mark(full, fp, wall_s=w1 + w2, cpu_s=c1 + c2, snapshot_wall_s=w1)
     seg = asdict(cfg)
     return (Trained(half, info_half["wall_s"], info_half["cpu_s"], {"seg": seg}, "phase 1 snapshot"),
@@ -712,10 +718,9 @@ def train_sage(b: Bench, g: Group, phase1: Trained) -> tuple[Trained, Trained]:
         left = B - phase1.wall_s - w1
         w2 = c2 = 0.0
         if left > MIN_PHASE_S:
-            elapsed0 = json.loads((full / "last_state.json").read_text())["elapsed_s"]
-            cfg2 = replace(cfg, max_minutes=(elapsed0 + left) / 60)
-            _, w2, c2 = timed(lambda: train_gan(g.train, phase1.run_dir, full, cfg2, val=g.val, resume=True,
-                                                progress=b.progress, data_source=g.ds.source()))
+            w2, c2 = resume_for(full, cfg, left, lambda c: train_gan(g.train, phase1.run_dir, full, c, val=g.val,
+                                                                      resume=True, progress=b.progress,
+                                                                      data_source=g.ds.source()))
         info_full = _mark(full, fp, wall_s=w1 + w2, cpu_s=c1 + c2, snapshot_wall_s=w1)
     gan = asdict(cfg)
     return (Trained(snap, info_snap["wall_s"], info_snap["cpu_s"], {"gan": gan}, "phase 2 snapshot"),
