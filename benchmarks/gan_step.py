@@ -2,7 +2,7 @@
 """Seconds per SAGE-GAN iteration: a real ``train_gan`` run on simulated data, nothing else.
 
     MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=68719476736 \\
-        python benchmarks/gan_step.py [--steps 12] [--patch 256] [--mask-path detached] [--seg-norm frozen]
+        python benchmarks/gan_step.py [--steps 12] [--patch 256] [--mask-path detached] [--seg-norm frozen] [--style-encoder]
 
 The same measurement as the GAN part of ``benchmarks/run.py --only speed`` (batch 2, default
 networks, warm-up over after step 1, median interval between the ends of consecutive steps), as a
@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mask-path", default=None, help="detached | soft | straight-through (default: the checkout's)")
     p.add_argument("--seg-norm", default=None, help="train | frozen (default: the checkout's default)")
     p.add_argument("--precision", default=None, help="fp32 | bf16 (default: the checkout's default)")
+    p.add_argument("--style-encoder", action="store_true", help="train with the style encoder (newer checkouts)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, the cores)")
     args = p.parse_args(argv)
 
@@ -57,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
                              # run.py --only speed), and older checkouts lack --seg-norm
                              **({"mask_path": args.mask_path} if args.mask_path else {}),
                              **({"segmenter_norm": args.seg_norm} if args.seg_norm else {}),
-                             **({"precision": args.precision} if args.precision else {}))
+                             **({"precision": args.precision} if args.precision else {}),
+                             **({"style_encoder": True} if args.style_encoder else {}))
         clock = _step_clock()
         with clock as stamps:
             start = time.process_time()
@@ -72,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
                                                                          "MALLOC_TRIM_THRESHOLD_")),
                       **vars(args), "mask_path_used": cfg.mask_path,
                       "segmenter_norm_used": getattr(cfg, "segmenter_norm", "train"),
-                      "precision_used": getattr(cfg, "precision", "fp32")}))
+                      "precision_used": getattr(cfg, "precision", "fp32"),
+                      "style_encoder_used": getattr(cfg, "style_encoder", False)}))
     return 0
 
 

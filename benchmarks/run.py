@@ -118,6 +118,7 @@ class Settings:
     device: str
     few_ks: tuple = ()
     few_seeds: tuple = ()
+    gan_style_encoder: bool = False
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "Settings":
@@ -143,7 +144,7 @@ class Settings:
             speed_size=args.speed_size if args.speed_size is not None else (512 if q else 2048),
             speed_patch=args.speed_patch if args.speed_patch is not None else (64 if q else 256),
             speed_repeats=1 if q else 3,
-            device=args.device, few_ks=ks, few_seeds=seeds)
+            device=args.device, few_ks=ks, few_seeds=seeds, gan_style_encoder=args.gan_style_encoder)
 
 
 def _parse_k(text: str) -> int | str:
@@ -478,11 +479,15 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
 
 # Config fields added after runs were made, with the value that reproduces the behaviour from before
 # they existed: finished runs fingerprinted without them stay valid while the field keeps that value.
-LATE_FIELD_DEFAULTS = {"precision": "fp32"}
+# One dict per addition, oldest first, so that runs marked between two additions stay valid too.
+LATE_FIELD_DEFAULTS = (
+    {"precision": "fp32"},
+    {"style_encoder": False, "style_kl": 0.025, "latent_regression": 1.25},
+)
 
 
 class Fingerprint(str):
-    """A run's fingerprint; ``legacy`` holds the ones the same run had before LATE_FIELD_DEFAULTS."""
+    """A run's fingerprint; ``legacy`` holds the ones the same run had before each LATE_FIELD_DEFAULTS addition."""
 
     legacy: frozenset = frozenset()
 
@@ -491,19 +496,21 @@ def _digest(obj: Any) -> str:
     return hashlib.sha1(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def _without_late_defaults(obj: Any) -> Any:
+def _without_late_defaults(obj: Any, late: dict) -> Any:
     if isinstance(obj, dict):
-        return {k: _without_late_defaults(v) for k, v in obj.items()
-                if not (k in LATE_FIELD_DEFAULTS and v == LATE_FIELD_DEFAULTS[k])}
+        return {k: _without_late_defaults(v, late) for k, v in obj.items() if not (k in late and v == late[k])}
     if isinstance(obj, list):
-        return [_without_late_defaults(v) for v in obj]
+        return [_without_late_defaults(v, late) for v in obj]
     return obj
 
 
 def _fingerprint(obj: Any) -> Fingerprint:
     clean = _clean(obj)
     fp = Fingerprint(_digest(clean))
-    fp.legacy = frozenset({_digest(_without_late_defaults(clean))}) - {str(fp)}
+    # the config as it was before addition i: without the fields of additions i, i + 1, ...
+    before = [{k: v for added in LATE_FIELD_DEFAULTS[i:] for k, v in added.items()}
+              for i in range(len(LATE_FIELD_DEFAULTS))]
+    fp.legacy = frozenset(_digest(_without_late_defaults(clean, late)) for late in before) - {str(fp)}
     return fp
 
 
@@ -618,7 +625,8 @@ def gan_config(b: Bench, minutes: float, seed: int, budget_minutes: float):
                           warmup_steps=warm, ramp_steps=ramp, generator_widths=s.gan_generator_widths,
                           latent_dim=s.gan_latent_dim, disc_channels=s.gan_disc_channels,
                           val_every=s.gan_val_every, sample_every=10 * s.gan_val_every,
-                          val_max_images=s.gan_val_max_images, seed=seed, device=s.device)
+                          val_max_images=s.gan_val_max_images, seed=seed, device=s.device,
+                          style_encoder=s.gan_style_encoder)
 
 
 # ------------------------------------------------------------------------------------ training
@@ -1545,6 +1553,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--speed-patch", type=int, default=None, help="speed: training patch side (256; quick 64)")
     p.add_argument("--gan-seconds-per-step", type=float, default=3.0,
                    help="expected SAGE-GAN seconds per step, to place warm-up and ramp within the budget")
+    p.add_argument("--gan-style-encoder", action="store_true",
+                   help="train SAGE-GAN with the style encoder (GanTrainConfig.style_encoder); use another --out")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--no-progress", action="store_true", help="no progress bars (they are off without a terminal)")
     args = p.parse_args(argv)

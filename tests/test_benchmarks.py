@@ -159,3 +159,14 @@ def test_finished_runs_survive_a_config_field_added_later(tmp_path):
     bench._mark(tmp_path, same, wall_s=2.0)
     assert bench._done(tmp_path, same)["wall_s"] == 2.0
     assert json.loads((tmp_path / bench.MARK).read_text())["fingerprint"] == str(same)
+    # a later addition (style_encoder) keeps both older generations of marks valid
+    same_cfg = {"lr": 1e-4, "seed": 0, "precision": "fp32"}
+    weights = {"paired_l1": 25.0}
+    bench._mark(tmp_path, bench._fingerprint({"cfg": {**same_cfg, "weights": weights}, "group": {"k": 8}}), wall_s=2.0)
+    later_cfg = {**same_cfg, "style_encoder": False, "weights": {**weights, "style_kl": 0.025, "latent_regression": 1.25}}
+    later = {"cfg": later_cfg, "group": {"k": 8}}
+    assert bench._done(tmp_path, bench._fingerprint(later))["wall_s"] == 2.0
+    bench._mark(tmp_path, bench._fingerprint({"cfg": {**old["cfg"], "weights": weights}, "group": {"k": 8}}), wall_s=1.0)
+    assert bench._done(tmp_path, bench._fingerprint(later))["wall_s"] == 1.0
+    styled = {"cfg": {**later_cfg, "style_encoder": True}, "group": {"k": 8}}
+    assert bench._done(tmp_path, bench._fingerprint(styled)) is None

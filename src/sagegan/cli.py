@@ -222,6 +222,9 @@ def train_gan(
                                   "autocast (faster on CPUs with AVX-512 BF16/AMX; weights and losses stay fp32)."),
     vgg19_weights: Optional[Path] = typer.Option(None, "--vgg19-weights", help="Local VGG19 weights for the "
                                                  "perceptual loss (default: the segmenter's own encoder)."),
+    style_encoder: bool = typer.Option(False, "--style-encoder/--no-style-encoder", help="Encode each real patch's "
+                                       "style into the latent z for the paired and cycle terms (BicycleGAN), so "
+                                       "that different z give differently looking images."),
     batch_size: int = typer.Option(2, "--batch-size"),
     patch_size: int = typer.Option(256, "--patch-size"),
     val_every: int = typer.Option(250, "--val-every"),
@@ -236,7 +239,7 @@ def train_gan(
 
     cfg = GanTrainConfig(steps=steps, max_minutes=max_minutes, seed=seed, warmup_steps=warmup_steps,
                          ramp_steps=ramp_steps, mask_path=mask_path, segmenter_norm=seg_norm, seg_loss=seg_loss,
-                         precision=precision,
+                         precision=precision, style_encoder=style_encoder,
                          perceptual="vgg19" if vgg19_weights else "segmenter",
                          vgg19_weights=str(vgg19_weights) if vgg19_weights else None, batch_size=batch_size,
                          patch_size=patch_size, val_every=val_every, sample_every=val_every, device=device)

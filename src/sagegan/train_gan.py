@@ -12,6 +12,8 @@ Differences from the reference code (see shared/docs/reference.md, "Known flaws"
   image-cycle and mask-adversarial terms reach S. It did not measurably help (from one k = 8
   phase 1 snapshot, with frozen BN statistics: soft F1 0.430 / Dice 0.712, detached 0.454 /
   0.718; benchmarks/phase2_ablation.py), so ``"detached"``, as in the reference, is the default.
+* Optional style encoder (``style_encoder=True``, BicycleGAN's cVAE-GAN + cLR-GAN): the reference
+  draws one random z for the paired L1 term, which teaches G to ignore z (one look per mask).
 * Native-resolution (canonical-scale) patches, never whole-image resizing; the scheduler of S
   watches validation F1 in "max" mode; the best S is chosen on validation images.
 """
@@ -38,12 +40,14 @@ from .infer import MODEL_FILE, Segmenter, load_segmenter
 from .io import InputError, Sample
 from .losses import N_CLASSES, segmentation_loss
 from .nets.patchgan import PatchDiscriminator, diff_augment
+from .nets.style_encoder import StyleEncoder
 from .nets.style_unet import StyleUNet
 from .train_seg import git_commit, resolve_device, selection_score, split_validation, tune_postprocess
 
 GENERATOR_FILE = "generator.safetensors"
 DISC_IMAGE_FILE = "disc_image.safetensors"
 DISC_MASK_FILE = "disc_mask.safetensors"
+STYLE_ENCODER_FILE = "style_encoder.safetensors"
 
 
 @dataclass
@@ -58,6 +62,10 @@ class LossWeights:
     paired_perceptual: float = 50.0
     adv_image: float = 1.0          # D_img(G(mask)) -> real
     adv_mask: float = 1.0           # D_mask(S(image)) -> real
+    # only with the style encoder (GanTrainConfig.style_encoder); BicycleGAN's ratios to the image
+    # L1 term (0.01 and 0.5 against 10), scaled to the paired L1 weight here
+    style_kl: float = 0.025         # KL(E(image) || N(0, I))
+    latent_regression: float = 1.25  # |E(G(mask, z)).mu - z|, z drawn at random
 
 
 @dataclass
@@ -86,6 +94,11 @@ class GanTrainConfig:
     # AVX-512 BF16 or AMX; fp32 is the default because only fp32 runs were measured for quality.
     precision: str = "fp32"
     seg_loss: str = "ce_dice"
+    # True: a style encoder E maps each real patch to a latent z (BicycleGAN). The paired and
+    # cycle terms render with E's z, so G must read z to reproduce each image's look; images
+    # for the adversarial and synthetic-segmentation terms use random z, as synthesis does.
+    # False: one random z for every term, as in the reference (G learns to ignore it).
+    style_encoder: bool = False
     generator_widths: tuple[int, ...] = (16, 32, 64, 128)
     latent_dim: int = 128
     disc_channels: int = 32
@@ -119,6 +132,9 @@ class GanTrainConfig:
         return {"in_channels": 2, "out_channels": 1, "widths": list(self.generator_widths),
                 "latent_dim": self.latent_dim, "style_dim": self.latent_dim}
 
+    def style_encoder_config(self) -> dict:
+        return {"in_channels": 1, "latent_dim": self.latent_dim}
+
     @classmethod
     def from_dict(cls, d: dict) -> "GanTrainConfig":
         """The config a run saved; runs from before ``segmenter_norm`` existed trained with "train"."""
@@ -139,14 +155,16 @@ class GanNets:
     segmenter: torch.nn.Module
     disc_image: PatchDiscriminator
     disc_mask: PatchDiscriminator
+    style_encoder: StyleEncoder | None = None
 
 
 def build_nets(seg: Segmenter, cfg: GanTrainConfig, device: torch.device) -> GanNets:
     gen = StyleUNet(**cfg.generator_config())
+    encoder = StyleEncoder(**cfg.style_encoder_config()).to(device) if cfg.style_encoder else None
     # channels-last segmenter: ~1.3x faster convolutions on CPU (see train_seg)
     return GanNets(gen.to(device), seg.net.to(device, memory_format=torch.channels_last),
                    PatchDiscriminator(1, cfg.disc_channels).to(device),
-                   PatchDiscriminator(2, cfg.disc_channels).to(device))
+                   PatchDiscriminator(2, cfg.disc_channels).to(device), encoder)
 
 
 def freeze_batchnorm_statistics(module: torch.nn.Module) -> torch.nn.Module:
@@ -177,7 +195,8 @@ def train_gan(train: Sequence[Sample], seg_run: str | Path, out: str | Path, con
     The GANRUN holds ``generator.safetensors``, both discriminators, the fine-tuned
     ``segmenter.safetensors`` (a valid ``--model`` for ``sagegan segment``), ``config.json``
     (with the layout model fitted to the training masks, used by ``sagegan synthesize``),
-    ``train_log.csv`` and ``samples/step_*.png`` grids of real vs generated images.
+    ``train_log.csv`` and ``samples/step_*.png`` grids of real vs generated images; with
+    ``style_encoder`` also ``style_encoder.safetensors``.
     """
     from .masks import fit_layout_model
 
@@ -197,13 +216,15 @@ def train_gan(train: Sequence[Sample], seg_run: str | Path, out: str | Path, con
     train_items = [prepare(s, canonical) for s in train]
     val_items = [prepare(s, canonical) for s in list(val)[: cfg.val_max_images]]
     nets = build_nets(seg, cfg, device)
-    G, S, D_img, D_mask = nets.generator, nets.segmenter, nets.disc_image, nets.disc_mask
+    G, S, D_img, D_mask, E = nets.generator, nets.segmenter, nets.disc_image, nets.disc_mask, nets.style_encoder
 
     # The perceptual loss compares features of a frozen copy of the phase 1 encoder
     # (ImageNet VGG weights cannot be had here; a local VGG19 file is accepted).
     extractor = VGG19Features(cfg.vgg19_weights) if cfg.perceptual == "vgg19" else S.encode
     perceptual = FeaturePerceptualLoss(extractor).to(device)
-    opt_G = torch.optim.Adam(G.parameters(), lr=cfg.lr_generator, betas=(0.5, 0.999))
+    # E learns with G (one optimiser): both serve the image side of the objective
+    opt_G = torch.optim.Adam(list(G.parameters()) + (list(E.parameters()) if E else []), lr=cfg.lr_generator,
+                             betas=(0.5, 0.999))
     opt_S = torch.optim.AdamW(S.parameters(), lr=cfg.lr_segmenter, weight_decay=1e-4)
     opt_D = torch.optim.Adam(list(D_img.parameters()) + list(D_mask.parameters()), lr=cfg.lr_discriminator,
                              betas=(0.5, 0.999))
@@ -216,6 +237,7 @@ def train_gan(train: Sequence[Sample], seg_run: str | Path, out: str | Path, con
         "phase1_run": str(seg_run),
         "phase1_best_validation": seg.config.get("best_validation"),
         "generator": cfg.generator_config(),
+        **({"style_encoder": cfg.style_encoder_config()} if E else {}),
         "discriminators": {"image": {"in_channels": 1, "base_channels": cfg.disc_channels},
                            "mask": {"in_channels": 2, "base_channels": cfg.disc_channels}},
         "gan": asdict(cfg),
@@ -225,7 +247,7 @@ def train_gan(train: Sequence[Sample], seg_run: str | Path, out: str | Path, con
         "git_commit": git_commit(),
         "torch": torch.__version__,
     }
-    modules = {"G": G, "S": S, "Di": D_img, "Dm": D_mask}
+    modules = {"G": G, "S": S, "Di": D_img, "Dm": D_mask, **({"E": E} if E else {})}
     optims = {"optG": opt_G, "optS": opt_S, "optD": opt_D}
     state = {"step": 0, "best_f1": -1.0, "elapsed_s": 0.0}
     log_path = out / "train_log.csv"
@@ -243,8 +265,9 @@ def train_gan(train: Sequence[Sample], seg_run: str | Path, out: str | Path, con
     w = cfg.weights
     log_file = log_path.open("a", newline="")
     log = csv.writer(log_file)
-    columns = ["step", "elapsed_s", "synthetic_share", "seg_synthetic", "seg_real", "cycle_l1", "cycle_perceptual",
-               "paired_l1", "paired_perceptual", "adv_image", "adv_mask", "d_image", "d_mask", "val_f1_50", "val_dice"]
+    losses = ["seg_synthetic", "seg_real", "cycle_l1", "cycle_perceptual", "paired_l1", "paired_perceptual",
+              "adv_image", "adv_mask", "d_image", "d_mask"] + (["style_kl", "latent_regression"] if E else [])
+    columns = ["step", "elapsed_s", "synthetic_share", *losses, "val_f1_50", "val_dice"]
     if log_path.stat().st_size == 0:
         log.writerow(columns)
     from .progress import StepBar
@@ -255,7 +278,7 @@ def train_gan(train: Sequence[Sample], seg_run: str | Path, out: str | Path, con
     bar = StepBar(cfg.steps, state["step"], progress, "training SAGE-GAN")
     start = time.monotonic() - state["elapsed_s"]
     budget_s = cfg.max_minutes * 60 if cfg.max_minutes else float("inf")
-    running: dict[str, list[float]] = {c: [] for c in columns[3:13]}
+    running: dict[str, list[float]] = {c: [] for c in losses}
     try:
         while state["step"] < cfg.steps and time.monotonic() - start < budget_s:
             step = state["step"]
@@ -269,6 +292,8 @@ def train_gan(train: Sequence[Sample], seg_run: str | Path, out: str | Path, con
             warm = step >= cfg.warmup_steps
             S_learns_synthetic = bool(rng.random() < share)
             G.train(), S.train(), D_img.train(), D_mask.train()
+            if E:
+                E.train()
             if cfg.segmenter_norm == "frozen":
                 freeze_batchnorm_statistics(S)
 
@@ -278,15 +303,26 @@ def train_gan(train: Sequence[Sample], seg_run: str | Path, out: str | Path, con
             # Before warm-up ends, S gets no gradient through G (its images are still noise).
             mask_of_real = _mask_input(out_real[:, :N_CLASSES], cfg.mask_path if warm else "detached")
             with autocast():
-                # G(mask) and G(S(x)) in one batched call: G normalises per sample (GroupNorm,
-                # per-sample modulation), so this equals two calls and is faster on a CPU.
-                fake, rebuilt = G(torch.cat([mask, mask_of_real]), torch.cat([z, z])).float().chunk(2)
+                # G's calls batched into one: G normalises per sample (GroupNorm, per-sample
+                # modulation), so this equals separate calls and is faster on a CPU.
+                if E is None:  # G(mask) and G(S(x)), one random z
+                    fake, rebuilt = G(torch.cat([mask, mask_of_real]), torch.cat([z, z])).float().chunk(2)
+                    paired = fake
+                else:  # G(mask, random z); G(mask, E(x)) and G(S(x), E(x)) must reproduce x
+                    mu, logvar = (t.float() for t in E(x))
+                    z_image = StyleEncoder.sample(mu, logvar, gen_rng)
+                    # one latent for all blocks and no style mixing: an image's look is then a
+                    # function of its z, which the paired and latent-regression terms rely on
+                    per_block = torch.cat([z, z_image, z_image])[:, None].expand(-1, G.num_styles, -1)
+                    styles = G.styles(per_block)
+                    fake, paired, rebuilt = G(torch.cat([mask, mask, mask_of_real]), w=styles,
+                                              generator=gen_rng).float().chunk(3)
                 if S_learns_synthetic:
                     out_fake = S(fake)
                 else:  # G still learns to draw images that S segments correctly; S is not updated by them
                     out_fake = torch.func.functional_call(S, {n: p.detach() for n, p in S.named_parameters()},
                                                           (fake,))
-                cycle_perceptual, paired_perceptual = (t.float() for t in perceptual.against(x, rebuilt, fake))
+                cycle_perceptual, paired_perceptual = (t.float() for t in perceptual.against(x, rebuilt, paired))
                 adv_image_scores = D_img(diff_augment(fake)).float()
                 # A detached mask gives the mask-adversarial term no path to G or S: its value is
                 # taken from the discriminator pass below instead of costing a forward and backward.
@@ -297,12 +333,20 @@ def train_gan(train: Sequence[Sample], seg_run: str | Path, out: str | Path, con
                 "seg_real": w.seg_real * segmentation_loss(out_real, classes, distance, weights, kind=cfg.seg_loss),
                 "cycle_l1": w.cycle_l1 * F.l1_loss(rebuilt, x),
                 "cycle_perceptual": w.cycle_perceptual * cycle_perceptual,
-                "paired_l1": w.paired_l1 * F.l1_loss(fake, x),
+                "paired_l1": w.paired_l1 * F.l1_loss(paired, x),
                 "paired_perceptual": w.paired_perceptual * paired_perceptual,
                 "adv_image": w.adv_image * lsgan_g_loss(adv_image_scores),
             }
             if adv_mask_scores is not None:
                 terms["adv_mask"] = w.adv_mask * lsgan_g_loss(adv_mask_scores)
+            if E is not None:
+                terms["style_kl"] = w.style_kl * StyleEncoder.kl_divergence(mu, logvar)
+                # G must make random z recoverable from its image, i.e. visible; E is not
+                # trained by this term (BicycleGAN), or it could meet G halfway
+                with autocast():
+                    mu_fake, _ = torch.func.functional_call(E, {n: p.detach() for n, p in E.named_parameters()},
+                                                            (fake,))
+                terms["latent_regression"] = w.latent_regression * F.l1_loss(mu_fake.float(), z)
             opt_G.zero_grad(set_to_none=True)
             opt_S.zero_grad(set_to_none=True)
             sum(terms.values()).backward()
@@ -336,7 +380,7 @@ def train_gan(train: Sequence[Sample], seg_run: str | Path, out: str | Path, con
                                    else (float("nan"),) * 3)
                 state["elapsed_s"] = time.monotonic() - start
                 log.writerow([state["step"], round(state["elapsed_s"], 1), round(share, 3)]
-                             + [round(float(np.mean(running[c])), 5) for c in columns[3:13]]
+                             + [round(float(np.mean(running[c])), 5) for c in losses]
                              + [round(f1, 4), round(dice, 4)])
                 log_file.flush()
                 for v in running.values():
@@ -351,6 +395,8 @@ def train_gan(train: Sequence[Sample], seg_run: str | Path, out: str | Path, con
                 save_tensors(out / GENERATOR_FILE, G.state_dict())
                 save_tensors(out / DISC_IMAGE_FILE, D_img.state_dict())
                 save_tensors(out / DISC_MASK_FILE, D_mask.state_dict())
+                if E:
+                    save_tensors(out / STYLE_ENCODER_FILE, E.state_dict())
                 _save_last(out, modules, optims, sched_S, rng, gen_rng, state)
                 bar.set_description(f"val F1 {f1:.3f} (best {state['best_f1']:.3f})")
     finally:
@@ -360,6 +406,8 @@ def train_gan(train: Sequence[Sample], seg_run: str | Path, out: str | Path, con
     save_tensors(out / GENERATOR_FILE, G.state_dict())
     save_tensors(out / DISC_IMAGE_FILE, D_img.state_dict())
     save_tensors(out / DISC_MASK_FILE, D_mask.state_dict())
+    if E:
+        save_tensors(out / STYLE_ENCODER_FILE, E.state_dict())
     if not val_items:
         save_tensors(out / MODEL_FILE, S.state_dict())
     _save_last(out, modules, optims, sched_S, rng, gen_rng, state)
@@ -387,6 +435,8 @@ def _save_models(out: Path, nets: GanNets) -> None:
     save_tensors(out / DISC_IMAGE_FILE, nets.disc_image.state_dict())
     save_tensors(out / DISC_MASK_FILE, nets.disc_mask.state_dict())
     save_tensors(out / MODEL_FILE, nets.segmenter.state_dict())
+    if nets.style_encoder is not None:
+        save_tensors(out / STYLE_ENCODER_FILE, nets.style_encoder.state_dict())
 
 
 def save_sample_grid(path: Path, real: torch.Tensor, fake: torch.Tensor, mask: torch.Tensor) -> Path:
