@@ -119,6 +119,7 @@ class Settings:
     few_ks: tuple = ()
     few_seeds: tuple = ()
     gan_style_encoder: bool = False
+    synthesis_styles: str = "random"
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "Settings":
@@ -144,7 +145,8 @@ class Settings:
             speed_size=args.speed_size if args.speed_size is not None else (512 if q else 2048),
             speed_patch=args.speed_patch if args.speed_patch is not None else (64 if q else 256),
             speed_repeats=1 if q else 3,
-            device=args.device, few_ks=ks, few_seeds=seeds, gan_style_encoder=args.gan_style_encoder)
+            device=args.device, few_ks=ks, few_seeds=seeds, gan_style_encoder=args.gan_style_encoder,
+            synthesis_styles=args.synthesis_styles)
 
 
 def _parse_k(text: str) -> int | str:
@@ -482,7 +484,7 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
 # One dict per addition, oldest first, so that runs marked between two additions stay valid too.
 LATE_FIELD_DEFAULTS = (
     {"precision": "fp32"},
-    {"style_encoder": False, "style_kl": 0.025, "latent_regression": 1.25},
+    {"style_encoder": False, "style_kl": 0.025, "latent_regression": 1.25, "synthesis_styles": "random"},
 )
 
 
@@ -1083,13 +1085,19 @@ def generator_for(b: Bench, ds: Dataset) -> None:
     generator_rows(b, ds, g, full, gan, generator_seconds=half.wall_s + gan.wall_s)
 
 
+def styles_suffix(b: Bench) -> str:
+    """Suffix of the generator rows' methods and folders: none for random z, "_real_styles" for encoded z."""
+    return "" if b.settings.synthesis_styles == "random" else f"_{b.settings.synthesis_styles}_styles"
+
+
 def generator_needs(b: Bench, ds: Dataset, g: Group) -> tuple[bool, bool]:
     """Whether the Fréchet-distance rows and the TSTR/TRTR rows of this group are still missing."""
-    fd_methods = [f"generator_{lay}_layouts" for lay in FD_LAYOUTS] + ["real_train_patches"]
+    sfx = styles_suffix(b)
+    fd_methods = [f"generator_{lay}_layouts{sfx}" for lay in FD_LAYOUTS] + ["real_train_patches"]
     need_fd = not all(b.store.has(benchmark="generator", dataset=ds.name, method=m, k=g.k, seed=g.seed, subset="all")
                       for m in fd_methods)
     need_tstr = not all(b.store.has(benchmark="generator", dataset=ds.name, method=m, k=g.k, seed=g.seed, subset=s)
-                        for m in ("tstr", "trtr") for s in ds.subsets())
+                        for m in ("tstr" + sfx, "trtr") for s in ds.subsets())
     return need_fd, need_tstr
 
 
@@ -1103,6 +1111,7 @@ def generator_rows(b: Bench, ds: Dataset, g: Group, full: Trained, gan: Trained,
     from sagegan.train_seg import resolve_device, split_validation, train_segmenter
 
     need_fd, need_tstr = generator_needs(b, ds, g)
+    sfx, styles = styles_suffix(b), b.settings.synthesis_styles
     seg = load_segmenter(full.run_dir, resolve_device(b.settings.device))
     canonical = seg.canonical_diameter_px
     size = b.settings.gan_patch
@@ -1110,14 +1119,14 @@ def generator_rows(b: Bench, ds: Dataset, g: Group, full: Trained, gan: Trained,
     syn_dirs = {}
     syn_wall = {}
     for lay in FD_LAYOUTS:
-        d = g.dir / f"synthetic_fd_{lay}"
-        fp = _fingerprint({"gan": gan.stamp, "n": n, "size": size, "layouts": lay})
+        d = g.dir / f"synthetic_fd_{lay}{sfx}"
+        fp = _fingerprint({"gan": gan.stamp, "n": n, "size": size, "layouts": lay, "synthesis_styles": styles})
         info = _done(d, fp)
         if info is None:
             _fresh(d)
-            b.console.log(f"synthesising {n} {lay}-layout pairs from {gan.run_dir}")
+            b.console.log(f"synthesising {n} {lay}-layout pairs ({styles} styles) from {gan.run_dir}")
             _, wall, cpu = timed(lambda: synthesize(gan.run_dir, n, d, layouts=lay, seed=1000, size=size,
-                                                    progress=b.progress))
+                                                    progress=b.progress, styles=styles))
             info = _mark(d, fp, wall_s=wall, cpu_s=cpu)
         syn_dirs[lay], syn_wall[lay] = d, info["wall_s"]
         if lay == "mixed":
@@ -1128,11 +1137,11 @@ def generator_rows(b: Bench, ds: Dataset, g: Group, full: Trained, gan: Trained,
               "fd_features": "global-average-pooled outputs of each encoder stage of the phase 1 segmenter "
                              "(attention_unet run), concatenated; images percentile-normalised",
               "fd_implementation": "numpy covariance + scipy.linalg.sqrtm (not MONAI's FIDMetric)",
-              "patch_size": size}
+              "patch_size": size, "synthesis_styles": styles}
     if need_fd:
         feats_test, fd_wall, fd_cpu = timed(lambda: encoder_features(seg, real_patches(ds.test, canonical, n, size, 1)))
         train_feats = encoder_features(seg, real_patches(g.train, canonical, n, size, 2))
-        for method, feats, extra in [(f"generator_{lay}_layouts", None, {"layouts": lay}) for lay in FD_LAYOUTS] + \
+        for method, feats, extra in [(f"generator_{lay}_layouts{sfx}", None, {"layouts": lay}) for lay in FD_LAYOUTS] + \
                 [("real_train_patches", train_feats, {"layouts": None})]:
             if feats is None:
                 lay = extra["layouts"]
@@ -1157,7 +1166,7 @@ def generator_rows(b: Bench, ds: Dataset, g: Group, full: Trained, gan: Trained,
             b.add(row)
     if need_tstr:
         # TSTR: a fresh segmenter (the attention_unet recipe and budget) trained only on synthetic pairs.
-        tstr_dir = g.dir / "tstr"
+        tstr_dir = g.dir / f"tstr{sfx}"
         syn = load_pairs(syn_dirs["mixed"] / "images", syn_dirs["mixed"] / "masks")
         syn_train, syn_val = split_validation(syn, 0.1, g.seed)
         cfg = seg_config(b, "attention-unet", g.budget_minutes, g.seed)
@@ -1173,18 +1182,19 @@ def generator_rows(b: Bench, ds: Dataset, g: Group, full: Trained, gan: Trained,
                        f"training: the whole budget ({g.budget_minutes:g} min) on synthetic pairs only "
                        "(validation: 10 % of the synthetic pairs)")
         results = {}
-        for method, trained in (("trtr", full), ("tstr", tstr)):
+        for method, trained in (("trtr", full), ("tstr" + sfx, tstr)):
             records, wall, cpu = evaluate(b, predictor(b, trained, "attention_unet"), ds.test, trained.run_dir,
                                           f"{method} ({ds.name})")
             results[method] = (trained, records, wall, cpu)
         real_f1 = {}
-        for method in ("trtr", "tstr"):
+        for method in ("trtr", "tstr" + sfx):
             trained, records, wall, cpu = results[method]
             note = ("the attention_unet run (real pairs)" if method == "trtr" else
-                    f"a fresh attention_unet trained only on {len(syn_train)} synthetic pairs (mixed layouts)")
+                    f"a fresh attention_unet trained only on {len(syn_train)} synthetic pairs (mixed layouts, "
+                    f"{styles} styles)")
             for row in segmentation_rows(b, "generator", g, method, trained, records, wall, cpu,
                                          {**common, "note": note, "n_synthetic_train": len(syn_train)
-                                          if method == "tstr" else None}):
+                                          if method != "trtr" else None}):
                 if method == "trtr":
                     real_f1[row["subset"]] = row["f1_50"]
                 else:
@@ -1495,14 +1505,17 @@ def figure_generator(b: Bench) -> None:
     axes[0].set_title("Fréchet distance to real test patches (phase 1 encoder)")
     seg_rows = [r for r in rows if r.get("f1_50") is not None]
     keys = sorted({(r["dataset"], r["subset"]) for r in seg_rows})
-    for j, method in enumerate(("trtr", "tstr")):
+    methods = ["trtr"] + sorted({r["method"] for r in seg_rows if r["method"].startswith("tstr")})
+    width = 0.8 / len(methods)
+    for j, method in enumerate(methods):
         vals = []
         for key in keys:
             hit = [r["f1_50"] for r in seg_rows if (r["dataset"], r["subset"]) == key and r["method"] == method]
             vals.append(hit[-1] if hit else np.nan)
-        axes[1].bar(np.arange(len(keys)) + 0.4 * j, vals, 0.4, label={"trtr": "trained on real",
-                                                                      "tstr": "trained on synthetic"}[method])
-    axes[1].set_xticks(np.arange(len(keys)) + 0.2)
+        label = ("trained on real" if method == "trtr" else "trained on synthetic"
+                 + (f" ({method[len('tstr_'):].replace('_', ' ')})" if method != "tstr" else ""))
+        axes[1].bar(np.arange(len(keys)) + width * j, vals, width, label=label)
+    axes[1].set_xticks(np.arange(len(keys)) + 0.4 - width / 2)
     axes[1].set_xticklabels([f"{d}\n{s}" for d, s in keys], fontsize=7)
     axes[1].set_ylim(0, 1)
     axes[1].set_title("F1@0.5 on real test images")
@@ -1555,6 +1568,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="expected SAGE-GAN seconds per step, to place warm-up and ramp within the budget")
     p.add_argument("--gan-style-encoder", action="store_true",
                    help="train SAGE-GAN with the style encoder (GanTrainConfig.style_encoder); use another --out")
+    p.add_argument("--synthesis-styles", default="random", choices=("random", "real"),
+                   help="generator benchmark: latent z of the synthetic images (synthesize --styles); rows of "
+                        "'real' carry the suffix _real_styles")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--no-progress", action="store_true", help="no progress bars (they are off without a terminal)")
     args = p.parse_args(argv)

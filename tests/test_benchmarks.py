@@ -119,6 +119,18 @@ def test_quick_benchmarks_on_simulated_data(tmp_path):
     assert list(source.glob("eval_*.json")) and not list(long_run.glob("eval_*.json"))  # no stale test cache
     assert json.loads((source / "last_state.json").read_text())["step"] == source_steps  # the source is untouched
 
+    # the generator benchmark with the style encoder and encoded styles: rows with their own names
+    styled = tmp_path / "styled"
+    _run(styled, *args, "--only", "generator", "--gan-style-encoder", "--synthesis-styles", "real")
+    styled_rows = json.loads((styled / "results.json").read_text())
+    assert {r["method"] for r in styled_rows} == {"generator_real_layouts_real_styles",
+                                                  "generator_new_layouts_real_styles",
+                                                  "generator_mixed_layouts_real_styles", "real_train_patches",
+                                                  "tstr_real_styles", "trtr"}
+    gan_dir = styled / "runs" / "simulated" / "kall_s0" / "sage_gan"
+    assert json.loads((gan_dir / "config.json").read_text())["gan"]["style_encoder"] is True
+    assert (gan_dir / "style_encoder.safetensors").exists()
+
 
 @pytest.mark.slow
 @pytest.mark.realdata

@@ -231,6 +231,33 @@ def test_style_encoder_trains_resumes_and_is_repeatable(seg_run, tmp_path):
     assert not all(torch.equal(v, load_tensors(a / "style_encoder.safetensors")[k]) for k, v in trained.items())
 
 
+def test_synthesize_real_styles_take_the_look_of_training_images(gan_run, seg_run, tmp_path):
+    """--styles real: same layouts as --styles random, other images; needs a style-encoder run."""
+    from sagegan.io import InputError
+
+    seg_dir, samples = seg_run
+    styled = train_gan(samples, seg_dir, tmp_path / "gan", GanTrainConfig(**TINY_GAN, steps=6, style_encoder=True),
+                       val=samples[:1], progress=False, data_source=None)
+    data = tmp_path / "data"
+    from sagegan.io import write_image, write_labels
+
+    for s in samples:
+        write_image(data / "images" / f"{s.stem}.png", s.image)
+        write_labels(data / "masks" / f"{s.stem}.tif", s.labels)
+    real = synthesize(styled, 3, tmp_path / "real", layouts="mixed", seed=2, size=64, data=data, progress=False,
+                      styles="real")
+    rand = synthesize(styled, 3, tmp_path / "rand", layouts="mixed", seed=2, size=64, data=data, progress=False)
+    assert json.loads((real / "synthesis.json").read_text())["styles"] == "real"
+    pairs_real, pairs_rand = (load_pairs(f / "images", f / "masks") for f in (real, rand))
+    assert len(pairs_real) == 3
+    for a, b in zip(pairs_real, pairs_rand):
+        np.testing.assert_array_equal(a.labels, b.labels)  # the layouts do not depend on the styles
+    assert any(not np.array_equal(a.image, b.image) for a, b in zip(pairs_real, pairs_rand))
+    plain, _ = gan_run
+    with pytest.raises(InputError, match="style encoder"):
+        synthesize(plain, 1, tmp_path / "x", layouts="new", size=64, data=data, progress=False, styles="real")
+
+
 def test_style_encoder_kl_and_sampling():
     from sagegan.nets.style_encoder import StyleEncoder
 

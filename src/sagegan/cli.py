@@ -271,9 +271,11 @@ def synthesize(
     n: int = typer.Option(..., "--n", min=1, help="Number of pairs."),
     out: Path = typer.Option(..., "--out", help="Output data folder."),
     layouts: str = typer.Option("mixed", "--layouts", help="real | new | mixed"),
+    styles: str = typer.Option("random", "--styles", help="random | real: latent z from N(0, I), or encoded from "
+                               "random patches of the training images (needs a run trained with --style-encoder)."),
     seed: int = SEED,
     size: int = typer.Option(256, "--size", help="Side of the synthetic images (px)."),
-    data: Optional[Path] = typer.Option(None, "--data", help="Training data folder for `real` layouts "
+    data: Optional[Path] = typer.Option(None, "--data", help="Training data folder for `real` layouts and styles "
                                         "(default: where the GAN run read it)."),
     images: Optional[Path] = IMAGES, masks: Optional[Path] = MASKS,
 ) -> None:
@@ -281,7 +283,7 @@ def synthesize(
     from .synthesize import synthesize as run_synthesize
 
     folder = run_synthesize(model, n, out, layouts=layouts, seed=seed, size=size, data=data, images=images,
-                            masks=masks)
+                            masks=masks, styles=styles)
     typer.echo(f"wrote {n} synthetic pairs to {folder}")
 
 

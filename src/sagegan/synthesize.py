@@ -8,6 +8,13 @@ Layouts:
   :mod:`sagegan.masks`), then rendered by the generator;
 * ``mixed`` — half of each.
 
+Styles (the latent z of each image):
+* ``random`` — z ~ N(0, I), as the generator's prior;
+* ``real``   — z encoded by the run's style encoder (``train-gan --style-encoder``) from a random
+  patch of a random training image, so each synthetic image takes the look of a real one. The
+  paired term trains exactly this path, while random z is shaped only by the weak adversarial
+  and latent-regression terms.
+
 The output is a data folder (``images/<id>.png``, ``masks/<id>.tif``) that ``train-seg``
 accepts as it is. Images are written at the model's canonical particle scale.
 """
@@ -24,9 +31,10 @@ from .checkpoint import write_json
 from .data import class_map, median_diameter, scale_factor_for
 from .gan_losses import foreground_boundary_channels
 from .io import InputError, load_pairs, resolve_data_dirs, write_image, write_labels
-from .train_gan import load_generator
+from .train_gan import STYLE_ENCODER_FILE, load_generator
 
 LAYOUT_CHOICES = ("real", "new", "mixed")
+STYLE_CHOICES = ("random", "real")
 
 
 @torch.inference_mode()
@@ -65,18 +73,57 @@ def real_layouts(masks: list[np.ndarray], canonical: float | None, n: int, size:
         yield augment_real_mask(labels, rng, crop_shape=(size, size))
 
 
+def real_style_latents(model: str | Path, config: dict, samples: list, size: int, rng: np.random.Generator,
+                       latent_rng: torch.Generator) -> Iterable[torch.Tensor]:
+    """Latents (1, latent_dim) encoded from random ``size`` patches of random training images."""
+    from .checkpoint import load_module_weights
+    from .data import prepare, sample_patch
+    from .nets.style_encoder import StyleEncoder
+
+    if "style_encoder" not in config or not (Path(model) / STYLE_ENCODER_FILE).exists():
+        raise InputError(f"{model}: no style encoder in this run (train it with `train-gan --style-encoder`), "
+                         "so --styles real is not possible; use --styles random")
+    encoder = StyleEncoder(**config["style_encoder"])
+    load_module_weights(encoder, Path(model) / STYLE_ENCODER_FILE)
+    encoder.eval()
+    items = [prepare(s, config.get("canonical_diameter_px")) for s in samples]
+    while True:
+        patch = sample_patch(items[int(rng.integers(len(items)))], size, rng, None)[0]
+        with torch.inference_mode():
+            mu, logvar = encoder(torch.from_numpy(np.clip(patch, 0, 1))[None, None])
+        yield StyleEncoder.sample(mu, logvar, latent_rng)
+
+
+def _training_samples(model: str | Path, config: dict, data, images, masks, split) -> list:
+    """The pairs the GAN was trained on (as its config records them), or the folder given."""
+    source = config.get("data", {})
+    stems: Any = split
+    crop = 0
+    if data is None and images is None:
+        images, masks = source.get("images"), source.get("masks")
+        stems = source.get("train_stems") or source.get("split")
+        crop = int(source.get("crop_bottom") or 0)
+        if images is None:
+            raise InputError(f"{model}: the run does not record its training data; pass --data or --images/--masks")
+    images_dir, masks_dir = resolve_data_dirs(data, images, masks)
+    return load_pairs(images_dir, masks_dir, stems, crop_bottom=crop)
+
+
 def synthesize(model: str | Path, n: int, out: str | Path, layouts: str = "mixed", seed: int = 0,
                size: int = 256, data: str | Path | None = None, images: str | Path | None = None,
-               masks: str | Path | None = None, split: str | Path | None = None, progress: bool = True) -> Path:
+               masks: str | Path | None = None, split: str | Path | None = None, progress: bool = True,
+               styles: str = "random") -> Path:
     """Write ``n`` synthetic pairs to ``out/images`` and ``out/masks``; returns ``out``.
 
-    ``real`` layouts re-read the training masks from where the GAN run recorded them, or from
-    ``data`` / ``images`` + ``masks`` (+ ``split``) when given.
+    ``real`` layouts and ``real`` styles re-read the training pairs from where the GAN run
+    recorded them, or from ``data`` / ``images`` + ``masks`` (+ ``split``) when given.
     """
     from .masks import LayoutModel, draw_layout
 
     if layouts not in LAYOUT_CHOICES:
         raise ValueError(f"--layouts must be one of {', '.join(LAYOUT_CHOICES)}, got {layouts!r}")
+    if styles not in STYLE_CHOICES:
+        raise ValueError(f"--styles must be one of {', '.join(STYLE_CHOICES)}, got {styles!r}")
     if n < 1:
         raise ValueError("--n must be at least 1")
     generator, config = load_generator(model)
@@ -88,19 +135,12 @@ def synthesize(model: str | Path, n: int, out: str | Path, layouts: str = "mixed
     n_real = {"real": n, "new": 0, "mixed": n // 2}[layouts]
     kinds = ["real"] * n_real + ["new"] * (n - n_real)
     real_iter: Iterable[np.ndarray] = iter(())
+    samples = _training_samples(model, config, data, images, masks, split) if n_real or styles == "real" else []
     if n_real:
-        source = config.get("data", {})
-        stems: Any = split
-        crop = 0
-        if data is None and images is None:  # the masks the GAN was trained on
-            images, masks = source.get("images"), source.get("masks")
-            stems = source.get("train_stems") or source.get("split")
-            crop = int(source.get("crop_bottom") or 0)
-            if images is None:
-                raise InputError(f"{model}: the run does not record its training masks; pass --data or --images/--masks")
-        images_dir, masks_dir = resolve_data_dirs(data, images, masks)
-        samples = load_pairs(images_dir, masks_dir, stems, crop_bottom=crop)
         real_iter = real_layouts([s.labels for s in samples], config.get("canonical_diameter_px"), n_real, size, rng)
+    # a separate stream, so that --styles real draws the same layouts as --styles random
+    style_iter = (real_style_latents(model, config, samples, size, np.random.default_rng(seed + 1), latent_rng)
+                  if styles == "real" else None)
     layout_model = LayoutModel.from_dict(config["layout_model"])
     iterator: Any = enumerate(kinds)
     if progress:
@@ -111,12 +151,14 @@ def synthesize(model: str | Path, n: int, out: str | Path, layouts: str = "mixed
     for i, kind in iterator:
         labels = next(real_iter) if kind == "real" else draw_layout(layout_model, (size, size), rng)
         labels = _fit(np.asarray(labels, np.int32), divisor)
-        image = render(generator, labels, generator_rng=latent_rng)
+        z = next(style_iter) if style_iter is not None else None
+        image = render(generator, labels, z=z, generator_rng=latent_rng)
         stem = f"syn_{i:05d}"
         write_image(out / "images" / f"{stem}.png", image)
         write_labels(out / "masks" / f"{stem}.tif", labels)
         records.append({"id": stem, "layout": kind, "n_particles": int(len(np.unique(labels)) - 1)})
-    write_json(out / "synthesis.json", {"model": str(model), "n": n, "layouts": layouts, "seed": seed, "size": size,
+    write_json(out / "synthesis.json", {"model": str(model), "n": n, "layouts": layouts, "styles": styles,
+                                        "seed": seed, "size": size,
                                         "canonical_diameter_px": config.get("canonical_diameter_px"),
                                         "pairs": records})
     return out
