@@ -269,3 +269,27 @@ def test_style_encoder_kl_and_sampling():
     assert float(StyleEncoder.kl_divergence(zero + 1, zero)) == pytest.approx(4.0)  # 0.5 * 8 * 1^2
     g1, g2 = (torch.Generator().manual_seed(3) for _ in range(2))
     assert torch.equal(StyleEncoder.sample(mu, logvar, g1), StyleEncoder.sample(mu, logvar, g2))
+
+
+def test_z_diversity_measures_how_much_z_changes_images(gan_run):
+    """benchmarks/z_diversity.py: finite spreads; a generator whose styles ignore z scores 0."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "z_diversity.py"
+    spec = importlib.util.spec_from_file_location("z_diversity", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out, _ = gan_run
+    result = module.z_diversity(out, n_masks=2, n_z=3, size=64)
+    assert result["z_pixel_sd"] > 0 and result["layout_pixel_sd"] > 0 and result["z_mean_intensity_sd"] >= 0
+    # zero every style affine's weights: the modulation is then the same for every z
+    from sagegan.checkpoint import load_tensors, save_tensors
+
+    tensors = load_tensors(out / "generator.safetensors")
+    flat = {k: (torch.zeros_like(v) if k.endswith("style_affine.weight") else v) for k, v in tensors.items()}
+    save_tensors(out / "generator.safetensors", flat)
+    try:
+        assert module.z_diversity(out, n_masks=2, n_z=3, size=64)["z_pixel_sd"] < 1e-6
+    finally:
+        save_tensors(out / "generator.safetensors", tensors)
