@@ -174,8 +174,10 @@ def test_finished_runs_survive_a_config_field_added_later(tmp_path):
     # a later addition (style_encoder) keeps both older generations of marks valid
     same_cfg = {"lr": 1e-4, "seed": 0, "precision": "fp32"}
     weights = {"paired_l1": 25.0}
-    bench._mark(tmp_path, bench._fingerprint({"cfg": {**same_cfg, "weights": weights}, "group": {"k": 8}}), wall_s=2.0)
-    later_cfg = {**same_cfg, "style_encoder": False, "weights": {**weights, "style_kl": 0.025, "latent_regression": 1.25}}
+    with_weights = {"cfg": {**same_cfg, "weights": weights}, "group": {"k": 8}}
+    bench._mark(tmp_path, bench._fingerprint(with_weights), wall_s=2.0)
+    later_cfg = {**same_cfg, "style_encoder": False,
+                 "weights": {**weights, "style_kl": 0.025, "latent_regression": 1.25}}
     later = {"cfg": later_cfg, "group": {"k": 8}}
     assert bench._done(tmp_path, bench._fingerprint(later))["wall_s"] == 2.0
     bench._mark(tmp_path, bench._fingerprint({"cfg": {**old["cfg"], "weights": weights}, "group": {"k": 8}}), wall_s=1.0)

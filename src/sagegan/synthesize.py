@@ -80,9 +80,6 @@ def real_style_latents(model: str | Path, config: dict, samples: list, size: int
     from .data import prepare, sample_patch
     from .nets.style_encoder import StyleEncoder
 
-    if "style_encoder" not in config or not (Path(model) / STYLE_ENCODER_FILE).exists():
-        raise InputError(f"{model}: no style encoder in this run (train it with `train-gan --style-encoder`), "
-                         "so --styles real is not possible; use --styles random")
     encoder = StyleEncoder(**config["style_encoder"])
     load_module_weights(encoder, Path(model) / STYLE_ENCODER_FILE)
     encoder.eval()
@@ -127,6 +124,9 @@ def synthesize(model: str | Path, n: int, out: str | Path, layouts: str = "mixed
     if n < 1:
         raise ValueError("--n must be at least 1")
     generator, config = load_generator(model)
+    if styles == "real" and ("style_encoder" not in config or not (Path(model) / STYLE_ENCODER_FILE).exists()):
+        raise InputError(f"{model}: no style encoder in this run (train it with `train-gan --style-encoder`), "
+                         "so --styles real is not possible; use --styles random")
     divisor = generator.divisor
     size = max(divisor, size - size % divisor)
     out = Path(out)

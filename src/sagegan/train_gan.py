@@ -223,8 +223,8 @@ def train_gan(train: Sequence[Sample], seg_run: str | Path, out: str | Path, con
     extractor = VGG19Features(cfg.vgg19_weights) if cfg.perceptual == "vgg19" else S.encode
     perceptual = FeaturePerceptualLoss(extractor).to(device)
     # E learns with G (one optimiser): both serve the image side of the objective
-    opt_G = torch.optim.Adam(list(G.parameters()) + (list(E.parameters()) if E else []), lr=cfg.lr_generator,
-                             betas=(0.5, 0.999))
+    image_side = list(G.parameters()) + (list(E.parameters()) if E is not None else [])
+    opt_G = torch.optim.Adam(image_side, lr=cfg.lr_generator, betas=(0.5, 0.999))
     opt_S = torch.optim.AdamW(S.parameters(), lr=cfg.lr_segmenter, weight_decay=1e-4)
     opt_D = torch.optim.Adam(list(D_img.parameters()) + list(D_mask.parameters()), lr=cfg.lr_discriminator,
                              betas=(0.5, 0.999))
@@ -237,7 +237,7 @@ def train_gan(train: Sequence[Sample], seg_run: str | Path, out: str | Path, con
         "phase1_run": str(seg_run),
         "phase1_best_validation": seg.config.get("best_validation"),
         "generator": cfg.generator_config(),
-        **({"style_encoder": cfg.style_encoder_config()} if E else {}),
+        **({"style_encoder": cfg.style_encoder_config()} if E is not None else {}),
         "discriminators": {"image": {"in_channels": 1, "base_channels": cfg.disc_channels},
                            "mask": {"in_channels": 2, "base_channels": cfg.disc_channels}},
         "gan": asdict(cfg),
@@ -247,7 +247,7 @@ def train_gan(train: Sequence[Sample], seg_run: str | Path, out: str | Path, con
         "git_commit": git_commit(),
         "torch": torch.__version__,
     }
-    modules = {"G": G, "S": S, "Di": D_img, "Dm": D_mask, **({"E": E} if E else {})}
+    modules = {"G": G, "S": S, "Di": D_img, "Dm": D_mask, **({"E": E} if E is not None else {})}
     optims = {"optG": opt_G, "optS": opt_S, "optD": opt_D}
     state = {"step": 0, "best_f1": -1.0, "elapsed_s": 0.0}
     log_path = out / "train_log.csv"
@@ -266,7 +266,9 @@ def train_gan(train: Sequence[Sample], seg_run: str | Path, out: str | Path, con
     log_file = log_path.open("a", newline="")
     log = csv.writer(log_file)
     losses = ["seg_synthetic", "seg_real", "cycle_l1", "cycle_perceptual", "paired_l1", "paired_perceptual",
-              "adv_image", "adv_mask", "d_image", "d_mask"] + (["style_kl", "latent_regression"] if E else [])
+              "adv_image", "adv_mask", "d_image", "d_mask"]
+    if E is not None:
+        losses += ["style_kl", "latent_regression"]
     columns = ["step", "elapsed_s", "synthetic_share", *losses, "val_f1_50", "val_dice"]
     if log_path.stat().st_size == 0:
         log.writerow(columns)
@@ -292,7 +294,7 @@ def train_gan(train: Sequence[Sample], seg_run: str | Path, out: str | Path, con
             warm = step >= cfg.warmup_steps
             S_learns_synthetic = bool(rng.random() < share)
             G.train(), S.train(), D_img.train(), D_mask.train()
-            if E:
+            if E is not None:
                 E.train()
             if cfg.segmenter_norm == "frozen":
                 freeze_batchnorm_statistics(S)
@@ -395,7 +397,7 @@ def train_gan(train: Sequence[Sample], seg_run: str | Path, out: str | Path, con
                 save_tensors(out / GENERATOR_FILE, G.state_dict())
                 save_tensors(out / DISC_IMAGE_FILE, D_img.state_dict())
                 save_tensors(out / DISC_MASK_FILE, D_mask.state_dict())
-                if E:
+                if E is not None:
                     save_tensors(out / STYLE_ENCODER_FILE, E.state_dict())
                 _save_last(out, modules, optims, sched_S, rng, gen_rng, state)
                 bar.set_description(f"val F1 {f1:.3f} (best {state['best_f1']:.3f})")
@@ -406,7 +408,7 @@ def train_gan(train: Sequence[Sample], seg_run: str | Path, out: str | Path, con
     save_tensors(out / GENERATOR_FILE, G.state_dict())
     save_tensors(out / DISC_IMAGE_FILE, D_img.state_dict())
     save_tensors(out / DISC_MASK_FILE, D_mask.state_dict())
-    if E:
+    if E is not None:
         save_tensors(out / STYLE_ENCODER_FILE, E.state_dict())
     if not val_items:
         save_tensors(out / MODEL_FILE, S.state_dict())
