@@ -2,7 +2,8 @@
 """Seconds per SAGE-GAN iteration: a real ``train_gan`` run on simulated data, nothing else.
 
     MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=68719476736 \\
-        python benchmarks/gan_step.py [--steps 12] [--patch 256] [--mask-path detached] [--seg-norm frozen] [--style-encoder]
+        python benchmarks/gan_step.py [--steps 12] [--patch 256] [--mask-path detached] [--seg-norm frozen] \\
+            [--style-encoder]
 
 The same measurement as the GAN part of ``benchmarks/run.py --only speed`` (batch 2, default
 networks, warm-up over after step 1, median interval between the ends of consecutive steps), as a

@@ -233,14 +233,12 @@ def test_style_encoder_trains_resumes_and_is_repeatable(seg_run, tmp_path):
 
 def test_synthesize_real_styles_take_the_look_of_training_images(gan_run, seg_run, tmp_path):
     """--styles real: same layouts as --styles random, other images; needs a style-encoder run."""
-    from sagegan.io import InputError
+    from sagegan.io import InputError, write_image, write_labels
 
     seg_dir, samples = seg_run
     styled = train_gan(samples, seg_dir, tmp_path / "gan", GanTrainConfig(**TINY_GAN, steps=6, style_encoder=True),
-                       val=samples[:1], progress=False, data_source=None)
+                       val=samples[:1], progress=False)
     data = tmp_path / "data"
-    from sagegan.io import write_image, write_labels
-
     for s in samples:
         write_image(data / "images" / f"{s.stem}.png", s.image)
         write_labels(data / "masks" / f"{s.stem}.tif", s.labels)
