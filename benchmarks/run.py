@@ -494,6 +494,24 @@ class Fingerprint(str):
     legacy: frozenset = frozenset()
 
 
+class Stamp(list):
+    """[run folder as dataset/group/method, its fingerprint, its wall seconds]: a run inside the fingerprint
+    of runs built on it. ``legacy`` is the form used before (the folder path as ``--out`` gave it), so that
+    runs marked then stay valid when ``--out`` is given the same way."""
+
+    legacy: list = []
+
+
+def _with_legacy_stamps(obj: Any) -> Any:
+    if isinstance(obj, Stamp):
+        return list(obj.legacy)
+    if isinstance(obj, dict):
+        return {k: _with_legacy_stamps(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_with_legacy_stamps(v) for v in obj]
+    return obj
+
+
 def _digest(obj: Any) -> str:
     return hashlib.sha1(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -511,8 +529,9 @@ def _fingerprint(obj: Any) -> Fingerprint:
     fp = Fingerprint(_digest(clean))
     # the config as it was before addition i: without the fields of additions i, i + 1, ...
     before = [{k: v for added in LATE_FIELD_DEFAULTS[i:] for k, v in added.items()}
-              for i in range(len(LATE_FIELD_DEFAULTS))]
-    fp.legacy = frozenset(_digest(_without_late_defaults(clean, late)) for late in before) - {str(fp)}
+              for i in range(len(LATE_FIELD_DEFAULTS))] + [{}]
+    forms = [clean, _clean(_with_legacy_stamps(obj))]
+    fp.legacy = frozenset(_digest(_without_late_defaults(form, late)) for form in forms for late in before) - {str(fp)}
     return fp
 
 
@@ -646,11 +665,14 @@ class Trained:
     extra: dict = field(default_factory=dict)
 
     @property
-    def stamp(self) -> list:
-        """Identifies this training (folder and its marker), so that runs built on it notice a retrain."""
+    def stamp(self) -> "Stamp":
+        """Identifies this training (its place in the results folder and its marker), so that runs built
+        on it notice a retrain, wherever the results folder is and however ``--out`` names it."""
         mark = self.run_dir / MARK
         info = json.loads(mark.read_text()) if mark.exists() else {}
-        return [str(self.run_dir), info.get("fingerprint"), info.get("wall_s")]
+        stamp = Stamp(["/".join(self.run_dir.parts[-3:]), info.get("fingerprint"), info.get("wall_s")])
+        stamp.legacy = [str(self.run_dir), info.get("fingerprint"), info.get("wall_s")]
+        return stamp
 
 
 def train_plain(b: Bench, g: Group, name: str, arch: str) -> Trained:

@@ -184,3 +184,25 @@ def test_finished_runs_survive_a_config_field_added_later(tmp_path):
     assert bench._done(tmp_path, bench._fingerprint(later))["wall_s"] == 1.0
     styled = {"cfg": {**later_cfg, "style_encoder": True}, "group": {"k": 8}}
     assert bench._done(tmp_path, bench._fingerprint(styled)) is None
+
+
+def test_run_stamps_do_not_depend_on_how_out_is_named(tmp_path, monkeypatch):
+    """A run built on another is found again whether --out was relative or absolute, and marks made
+    with the older, path-as-given stamps stay valid when --out is named as it was then."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import run as bench
+
+    run_dir = tmp_path / "out" / "runs" / "emps" / "kall_s0" / "phase1_half"
+    run_dir.mkdir(parents=True)
+    bench._mark(run_dir, "abc123", wall_s=5.0)
+    monkeypatch.chdir(tmp_path)
+    relative = bench.Trained(Path("out/runs/emps/kall_s0/phase1_half"), 5.0, 5.0, {}, "")
+    absolute = bench.Trained(run_dir, 5.0, 5.0, {}, "")
+    fp_relative, fp_absolute = (bench._fingerprint({"phase1": t.stamp, "n": 1}) for t in (relative, absolute))
+    assert fp_relative == fp_absolute
+    dependent = tmp_path / "dependent"
+    dependent.mkdir()
+    old_style = bench._fingerprint({"phase1": [str(relative.run_dir), "abc123", 5.0], "n": 1})
+    bench._mark(dependent, old_style, wall_s=1.0)
+    assert bench._done(dependent, fp_relative)["wall_s"] == 1.0
+    assert bench._done(dependent, bench._fingerprint({"phase1": relative.stamp, "n": 2})) is None
