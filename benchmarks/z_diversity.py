@@ -34,9 +34,8 @@ except ImportError:  # pragma: no cover - run from a checkout without installing
 def z_diversity(run: str | Path, n_masks: int = 16, n_z: int = 8, size: int = 256, seed: int = 0) -> dict:
     import torch
 
-    from sagegan.data import class_map
-    from sagegan.gan_losses import foreground_boundary_channels
     from sagegan.masks import LayoutModel, draw_layout
+    from sagegan.synthesize import generator_mask
     from sagegan.train_gan import load_generator
 
     generator, config = load_generator(run)
@@ -48,8 +47,7 @@ def z_diversity(run: str | Path, n_masks: int = 16, n_z: int = 8, size: int = 25
     images = []
     with torch.inference_mode():
         for _ in range(n_masks):
-            classes = torch.from_numpy(class_map(draw_layout(layout, (size, size), rng)).astype(np.int64))[None]
-            mask = foreground_boundary_channels(classes)
+            mask = generator_mask(draw_layout(layout, (size, size), rng))
             # one set of noise maps per mask, shared by all z: only z differs between the renderings
             noise = [n.expand(n_z, -1, -1, -1) for n in generator.make_noise(1, size, size, generator=torch_rng)]
             images.append(generator(mask.expand(n_z, -1, -1, -1), latents, noise=noise)[:, 0].float().numpy())

@@ -26,6 +26,16 @@ def _samples(n, size=96, seed=0):
     return out
 
 
+def _data_folder(samples, folder):
+    """``samples`` written as a data folder (images/ + masks/), as synthesize reads training pairs."""
+    from sagegan.io import write_image, write_labels
+
+    for s in samples:
+        write_image(folder / "images" / f"{s.stem}.png", s.image)
+        write_labels(folder / "masks" / f"{s.stem}.tif", s.labels)
+    return folder
+
+
 TINY_GAN = dict(patch_size=64, batch_size=2, generator_widths=(8, 16, 32), latent_dim=16, disc_channels=8,
                 warmup_steps=5, ramp_steps=5, val_every=10, sample_every=10, val_max_images=2, device="cpu")
 
@@ -131,12 +141,7 @@ def test_gan_resume(seg_run, tmp_path):
 @pytest.mark.parametrize("layouts", ["new", "real", "mixed"])
 def test_synthesize_writes_valid_pairs(gan_run, tmp_path, layouts, monkeypatch):
     out, samples = gan_run
-    data = tmp_path / "data"
-    from sagegan.io import write_image, write_labels
-
-    for s in samples:  # `real` layouts read the training masks from a data folder
-        write_image(data / "images" / f"{s.stem}.png", s.image)
-        write_labels(data / "masks" / f"{s.stem}.tif", s.labels)
+    data = _data_folder(samples, tmp_path / "data")  # `real` layouts read the training masks from it
     folder = synthesize(out, 4, tmp_path / "syn", layouts=layouts, seed=1, size=64, data=data, progress=False)
     pairs = load_pairs(folder / "images", folder / "masks")
     assert len(pairs) == 4
@@ -233,15 +238,12 @@ def test_style_encoder_trains_resumes_and_is_repeatable(seg_run, tmp_path):
 
 def test_synthesize_real_styles_take_the_look_of_training_images(gan_run, seg_run, tmp_path):
     """--styles real: same layouts as --styles random, other images; needs a style-encoder run."""
-    from sagegan.io import InputError, write_image, write_labels
+    from sagegan.io import InputError
 
     seg_dir, samples = seg_run
     styled = train_gan(samples, seg_dir, tmp_path / "gan", GanTrainConfig(**TINY_GAN, steps=6, style_encoder=True),
                        val=samples[:1], progress=False)
-    data = tmp_path / "data"
-    for s in samples:
-        write_image(data / "images" / f"{s.stem}.png", s.image)
-        write_labels(data / "masks" / f"{s.stem}.tif", s.labels)
+    data = _data_folder(samples, tmp_path / "data")
     real = synthesize(styled, 3, tmp_path / "real", layouts="mixed", seed=2, size=64, data=data, progress=False,
                       styles="real")
     rand = synthesize(styled, 3, tmp_path / "rand", layouts="mixed", seed=2, size=64, data=data, progress=False)

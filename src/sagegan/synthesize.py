@@ -37,12 +37,17 @@ LAYOUT_CHOICES = ("real", "new", "mixed")
 STYLE_CHOICES = ("random", "real")
 
 
+def generator_mask(labels: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The generator's input for one instance-label map: (1, 2, H, W) foreground and boundary channels."""
+    classes = torch.from_numpy(class_map(labels).astype(np.int64))[None]
+    return foreground_boundary_channels(classes).to(device)
+
+
 @torch.inference_mode()
 def render(generator, labels: np.ndarray, z: torch.Tensor | None = None,
            generator_rng: torch.Generator | None = None) -> np.ndarray:
     """Generated image (float32, [0, 1]) for one instance-label map whose sides fit the generator."""
-    classes = torch.from_numpy(class_map(labels).astype(np.int64))[None]
-    mask = foreground_boundary_channels(classes).to(next(generator.parameters()).device)
+    mask = generator_mask(labels, next(generator.parameters()).device)
     if z is None:
         z = torch.randn(1, generator.latent_dim, generator=generator_rng).to(mask.device)
     return generator(mask, z)[0, 0].float().cpu().numpy()
