@@ -1,9 +1,11 @@
 #!/usr/bin/env python
 """Markdown tables from a benchmark ``results.json``, for BENCHMARKS.md.
 
-    python benchmarks/summarize.py bench_out/results.json [--benchmark few_labels] [--subset all]
+    python benchmarks/summarize.py bench_out/results.json [more results.json ...] [--benchmark few_labels] [--subset all]
 
-Segmentation rows are grouped by (benchmark, dataset, k, subset, method): the table gives the
+Several files (sittings written to different ``--out`` folders) are read as one table; a row found
+in more than one of them (same benchmark, dataset, method, k, seed and subset) is an error, since
+the tables could not say which one they show. Segmentation rows are grouped by (benchmark, dataset, k, subset, method): the table gives the
 number of seeds, the mean and (with several seeds) the sample standard deviation of F1@0.5, Dice
 and PQ, and the mean training wall-clock and CPU seconds. A second table pairs each SAGE-GAN
 method with ``attention_unet`` of the same (k, seed), since the seeds share their labelled images
@@ -23,16 +25,33 @@ METRICS = ("f1_50", "dice", "pq")
 METHOD_ORDER = ("classical", "unet", "attention_unet", "sage_gan", "sage_gan_retrain")
 
 
-def load_rows(path: Path) -> pd.DataFrame:
-    try:
-        rows = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise SystemExit(f"{path}: cannot read benchmark results ({exc})")
-    frame = pd.DataFrame(rows)
-    if frame.empty or "f1_50" not in frame:
-        raise SystemExit(f"{path}: no segmentation rows")
-    frame = frame[frame["f1_50"].notna()].copy()
+KEY = ("benchmark", "dataset", "method", "k", "seed", "subset")
+
+
+def _k_rank(k: str) -> float:
+    # k = 4, 8, 16, 32, all read in that order (as strings "16" < "4")
+    return float("inf") if k == "all" else float(k)
+
+
+def load_rows(*paths: Path) -> pd.DataFrame:
+    frames = []
+    for path in paths:
+        try:
+            rows = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"{path}: cannot read benchmark results ({exc})")
+        frame = pd.DataFrame(rows)
+        if frame.empty or "f1_50" not in frame:
+            raise SystemExit(f"{path}: no segmentation rows")
+        frames.append(frame[frame["f1_50"].notna()])
+    frame = pd.concat(frames, ignore_index=True)
     frame["k"] = frame["k"].astype(str)
+    repeated = frame[frame.duplicated(list(KEY), keep=False)]
+    if not repeated.empty:
+        row = repeated.iloc[0]
+        raise SystemExit(f"{', '.join(map(str, paths))}: the row {'/'.join(str(row[c]) for c in KEY)} "
+                         "is in more than one results file")
+    frame["k_rank"] = frame["k"].map(_k_rank)
     frame["method_rank"] = frame["method"].map({m: i for i, m in enumerate(METHOD_ORDER)}).fillna(99)
     return frame
 
@@ -44,9 +63,9 @@ def _fmt(mean: float, sd: float | None) -> str:
 def summary_table(frame: pd.DataFrame) -> str:
     lines = ["| benchmark | dataset | k | subset | method | seeds | F1@0.5 | Dice | PQ | train wall s | train CPU s |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    keys = ["benchmark", "dataset", "k", "subset", "method_rank", "method"]
+    keys = ["benchmark", "dataset", "k_rank", "k", "subset", "method_rank", "method"]
     for key, group in frame.sort_values(keys).groupby(keys, sort=False):
-        benchmark, dataset, k, subset, _, method = key
+        benchmark, dataset, _, k, subset, _, method = key
         cells = [_fmt(group[m].mean(), group[m].std(ddof=1) if len(group) > 1 else None) for m in METRICS]
         wall = group["train_seconds"].mean() if "train_seconds" in group else float("nan")
         cpu = group["train_cpu_seconds"].mean() if "train_cpu_seconds" in group else float("nan")
@@ -58,7 +77,7 @@ def summary_table(frame: pd.DataFrame) -> str:
 def paired_table(frame: pd.DataFrame, baseline: str = "attention_unet") -> str:
     lines = ["| benchmark | k | subset | method − attention_unet | seeds | ΔF1@0.5 mean (min .. max) | ΔDice mean | ΔPQ mean |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    index = ["benchmark", "dataset", "k", "seed", "subset"]
+    index = ["benchmark", "dataset", "k_rank", "k", "seed", "subset"]
     base = frame[frame["method"] == baseline].set_index(index)[list(METRICS)]
     for method in METHOD_ORDER:
         if method == baseline:
@@ -67,7 +86,7 @@ def paired_table(frame: pd.DataFrame, baseline: str = "attention_unet") -> str:
         diff = (mine - base).dropna()
         if diff.empty:
             continue
-        for (benchmark, _, k, subset), group in diff.groupby(level=["benchmark", "dataset", "k", "subset"]):
+        for (benchmark, _, _, k, subset), group in diff.groupby(level=["benchmark", "dataset", "k_rank", "k", "subset"]):
             f1 = group["f1_50"]
             lines.append(f"| {benchmark} | {k} | {subset} | {method} | {len(group)} | {f1.mean():+.3f} "
                          f"({f1.min():+.3f} .. {f1.max():+.3f}) | {group['dice'].mean():+.3f} | "
@@ -77,11 +96,11 @@ def paired_table(frame: pd.DataFrame, baseline: str = "attention_unet") -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("results", type=Path, help="results.json written by benchmarks/run.py")
+    p.add_argument("results", type=Path, nargs="+", help="results.json written by benchmarks/run.py (one or more)")
     p.add_argument("--benchmark", default=None, help="only this benchmark (e.g. few_labels)")
     p.add_argument("--subset", default=None, help="only this test subset (all, ordered, ordered_or_partial)")
     args = p.parse_args(argv)
-    frame = load_rows(args.results)
+    frame = load_rows(*args.results)
     if args.benchmark:
         frame = frame[frame["benchmark"] == args.benchmark]
     if args.subset:

@@ -206,3 +206,30 @@ def test_run_stamps_do_not_depend_on_how_out_is_named(tmp_path, monkeypatch):
     bench._mark(dependent, old_style, wall_s=1.0)
     assert bench._done(dependent, fp_relative)["wall_s"] == 1.0
     assert bench._done(dependent, bench._fingerprint({"phase1": relative.stamp, "n": 2})) is None
+
+
+def _summarize(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "benchmarks" / "summarize.py"), *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_summarize_reads_several_sittings_in_k_order(tmp_path):
+    def row(method, k, f1):
+        return {"benchmark": "few_labels", "dataset": "emps", "method": method, "k": k, "seed": 0,
+                "subset": "all", "f1_50": f1, "dice": f1, "pq": f1, "train_seconds": 1.0, "train_cpu_seconds": 1.0}
+
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    first.write_text(json.dumps([row("attention_unet", 16, 0.6), row("sage_gan", 16, 0.5)]))
+    second.write_text(json.dumps([row("attention_unet", 4, 0.4), row("sage_gan", 4, 0.45),
+                                  row("attention_unet", "all", 0.8)]))
+    proc = _summarize(str(first), str(second))
+    assert proc.returncode == 0, proc.stderr
+    summary_lines = [line for line in proc.stdout.splitlines() if line.startswith("| few_labels | emps |")]
+    assert [line.split(" | ")[2] for line in summary_lines] == ["4", "4", "16", "16", "all"]
+    assert "| few_labels | 4 | all | sage_gan | 1 | +0.050" in proc.stdout
+    assert "| few_labels | 16 | all | sage_gan | 1 | -0.100" in proc.stdout
+
+    # The same row in two files is refused: the table could not say which it shows.
+    proc = _summarize(str(first), str(first))
+    assert proc.returncode != 0
+    assert "few_labels/emps/attention_unet/16/0/all is in more than one results file" in proc.stderr
