@@ -5,8 +5,8 @@
 
 Several files (sittings written to different ``--out`` folders) are read as one table; a row found
 in more than one of them (same benchmark, dataset, method, k, seed and subset) is an error, since
-the tables could not say which one they show. Segmentation rows are grouped by (benchmark, dataset, k, subset, method): the table gives the
-number of seeds, the mean and (with several seeds) the sample standard deviation of F1@0.5, Dice
+the tables could not say which one they show. Segmentation rows are grouped by (benchmark,
+dataset, k, subset, method): the table gives the number of seeds, the mean and (with several seeds) the sample standard deviation of F1@0.5, Dice
 and PQ, and the mean training wall-clock and CPU seconds. A second table pairs each SAGE-GAN
 method with ``attention_unet`` of the same (k, seed), since the seeds share their labelled images
 and their phase 1: the mean and range of the per-seed differences say more than the spreads.
@@ -30,11 +30,14 @@ KEY = ("benchmark", "dataset", "method", "k", "seed", "subset")
 
 def _k_rank(k: str) -> float:
     # k = 4, 8, 16, 32, all read in that order (as strings "16" < "4")
-    return float("inf") if k == "all" else float(k)
+    try:
+        return float(k)
+    except ValueError:
+        return float("inf")
 
 
 def load_rows(*paths: Path) -> pd.DataFrame:
-    frames = []
+    frames, seen = [], {}
     for path in paths:
         try:
             rows = json.loads(path.read_text())
@@ -43,14 +46,14 @@ def load_rows(*paths: Path) -> pd.DataFrame:
         frame = pd.DataFrame(rows)
         if frame.empty or "f1_50" not in frame:
             raise SystemExit(f"{path}: no segmentation rows")
-        frames.append(frame[frame["f1_50"].notna()])
+        frame = frame[frame["f1_50"].notna()].copy()
+        frame["k"] = frame["k"].astype(str)
+        for key in set(frame[list(KEY)].astype(str).itertuples(index=False, name=None)):
+            if key in seen:
+                raise SystemExit(f"{path}: the row {'/'.join(key)} is also in {seen[key]}")
+            seen[key] = path
+        frames.append(frame)
     frame = pd.concat(frames, ignore_index=True)
-    frame["k"] = frame["k"].astype(str)
-    repeated = frame[frame.duplicated(list(KEY), keep=False)]
-    if not repeated.empty:
-        row = repeated.iloc[0]
-        raise SystemExit(f"{', '.join(map(str, paths))}: the row {'/'.join(str(row[c]) for c in KEY)} "
-                         "is in more than one results file")
     frame["k_rank"] = frame["k"].map(_k_rank)
     frame["method_rank"] = frame["method"].map({m: i for i, m in enumerate(METHOD_ORDER)}).fillna(99)
     return frame

@@ -232,4 +232,4 @@ def test_summarize_reads_several_sittings_in_k_order(tmp_path):
     # The same row in two files is refused: the table could not say which it shows.
     proc = _summarize(str(first), str(first))
     assert proc.returncode != 0
-    assert "few_labels/emps/attention_unet/16/0/all is in more than one results file" in proc.stderr
+    assert "few_labels/emps/attention_unet/16/0/all is also in" in proc.stderr
