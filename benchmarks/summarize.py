@@ -21,11 +21,11 @@ from pathlib import Path
 
 import pandas as pd
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import row_key  # noqa: E402  (a row's identity, as the runner skips finished rows)
+
 METRICS = ("f1_50", "dice", "pq")
 METHOD_ORDER = ("classical", "unet", "attention_unet", "sage_gan", "sage_gan_retrain")
-
-
-KEY = ("benchmark", "dataset", "method", "k", "seed", "subset")
 
 
 def _k_rank(k: str) -> float:
@@ -48,7 +48,7 @@ def load_rows(*paths: Path) -> pd.DataFrame:
             raise SystemExit(f"{path}: no segmentation rows")
         frame = frame[frame["f1_50"].notna()].copy()
         frame["k"] = frame["k"].astype(str)
-        for key in set(frame[list(KEY)].astype(str).itertuples(index=False, name=None)):
+        for key in {row_key(row) for row in rows if row.get("f1_50") is not None}:
             if key in seen:
                 raise SystemExit(f"{path}: the row {'/'.join(key)} is also in {seen[key]}")
             seen[key] = path
