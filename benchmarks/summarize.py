@@ -48,7 +48,8 @@ def load_rows(*paths: Path) -> pd.DataFrame:
             raise SystemExit(f"{path}: no segmentation rows")
         frame = frame[frame["f1_50"].notna()].copy()
         frame["k"] = frame["k"].astype(str)
-        for key in {row_key(row) for row in rows if row.get("f1_50") is not None}:
+        # in file order (not a set's hash order), so the error names the same row every run
+        for key in dict.fromkeys(row_key(row) for row in rows if row.get("f1_50") is not None):
             if key in seen:
                 raise SystemExit(f"{path}: the row {'/'.join(key)} is also in {seen[key]}")
             seen[key] = path
