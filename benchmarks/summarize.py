@@ -6,10 +6,11 @@
 Several files (sittings written to different ``--out`` folders) are read as one table; a row found
 in more than one of them (same benchmark, dataset, method, k, seed and subset) is an error, since
 the tables could not say which one they show. Segmentation rows are grouped by (benchmark,
-dataset, k, subset, method): the table gives the number of seeds, the mean and (with several seeds) the sample standard deviation of F1@0.5, Dice
-and PQ, and the mean training wall-clock and CPU seconds. A second table pairs each SAGE-GAN
-method with ``attention_unet`` of the same (k, seed), since the seeds share their labelled images
-and their phase 1: the mean and range of the per-seed differences say more than the spreads.
+dataset, k, subset, method): the table gives the number of seeds, the mean and (with several
+seeds) the sample standard deviation of F1@0.5, Dice and PQ, and the mean training wall-clock and
+CPU seconds. A second table pairs each SAGE-GAN method with ``attention_unet`` of the same
+(k, seed), since the seeds share their labelled images and their phase 1: the mean and range of
+the per-seed differences say more than the spreads.
 """
 
 from __future__ import annotations
