@@ -3,30 +3,32 @@
 
     python benchmarks/summarize.py bench_out/results.json [more results.json ...] [--benchmark few_labels] [--subset all]
 
-Several files (sittings written to different ``--out`` folders) are read as one table; a row found
-in more than one of them (same benchmark, dataset, method, k, seed and subset) is an error, since
-the tables could not say which one they show. Segmentation rows are grouped by (benchmark,
-dataset, k, subset, method): the table gives the number of seeds, the mean and (with several
-seeds) the sample standard deviation of F1@0.5, Dice and PQ, and the mean training wall-clock and
-CPU seconds. A second table pairs each SAGE-GAN method with ``attention_unet`` of the same
-(k, seed), since the seeds share their labelled images and their phase 1: the mean and range of
-the per-seed differences say more than the spreads.
+(or ``python -m benchmarks.summarize ...``). Several files (sittings written to different
+``--out`` folders) are read as one table; a row found in more than one of them (same benchmark,
+dataset, method, k, seed and subset) is an error, since the tables could not say which one they
+show. Segmentation rows are grouped by (benchmark, dataset, k, subset, method): the table gives
+the number of seeds, the mean and (with several seeds) the sample standard deviation of F1@0.5,
+Dice and PQ, and the mean training wall-clock and CPU seconds. A second table pairs each SAGE-GAN
+method with ``attention_unet`` of the same (k, seed), since the seeds share their labelled images
+and their phase 1: the mean and range of the per-seed differences say more than the spreads.
+Results files of the earlier row format are converted once by ``benchmarks/migrate_results.py``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import row_key  # noqa: E402  (a row's identity, as the runner skips finished rows)
+if __package__ in (None, ""):  # started as a file: import the benchmarks package from the checkout root
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from benchmarks.harness.cases import METHODS  # noqa: E402
+from benchmarks.harness.results import read_rows, row_key  # noqa: E402  (the runner's own row identity)
 
 METRICS = ("f1_50", "dice", "pq")
-METHOD_ORDER = ("classical", "unet", "attention_unet", "sage_gan", "sage_gan_retrain")
 
 
 def _k_rank(k: str) -> float:
@@ -41,7 +43,7 @@ def load_rows(*paths: Path) -> pd.DataFrame:
     frames, seen = [], {}
     for path in paths:
         try:
-            rows = json.loads(path.read_text())
+            rows = read_rows(path)
         except (OSError, ValueError) as exc:
             raise SystemExit(f"{path}: cannot read benchmark results ({exc})")
         frame = pd.DataFrame(rows)
@@ -57,7 +59,7 @@ def load_rows(*paths: Path) -> pd.DataFrame:
         frames.append(frame)
     frame = pd.concat(frames, ignore_index=True)
     frame["k_rank"] = frame["k"].map(_k_rank)
-    frame["method_rank"] = frame["method"].map({m: i for i, m in enumerate(METHOD_ORDER)}).fillna(99)
+    frame["method_rank"] = frame["method"].map({m: i for i, m in enumerate(METHODS)}).fillna(99)
     return frame
 
 
@@ -84,7 +86,7 @@ def paired_table(frame: pd.DataFrame, baseline: str = "attention_unet") -> str:
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     index = ["benchmark", "dataset", "k_rank", "k", "seed", "subset"]
     base = frame[frame["method"] == baseline].set_index(index)[list(METRICS)]
-    for method in METHOD_ORDER:
+    for method in METHODS:
         if method == baseline:
             continue
         mine = frame[frame["method"] == method].set_index(index)[list(METRICS)]

@@ -53,10 +53,15 @@ def test_jpeg_and_bmp(tmp_path):
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32, np.float32])
 def test_tiff_dtypes(tmp_path, dtype):
-    arr = (_ramp() * 1000).astype(dtype)
+    arr = (_ramp() * 1000 - (200 if dtype in (np.int32, np.float32) else 0)).astype(dtype)
     tifffile.imwrite(tmp_path / "a.tif", arr)
     img = read_micrograph(tmp_path / "a.tif").image
-    assert img.dtype == np.float32 and 0.0 <= img.min() and img.max() <= 1.0
+    if dtype in (np.uint8, np.uint16):  # by the type's full range
+        expected = arr / np.iinfo(dtype).max
+    else:  # no natural full scale: min-max
+        expected = (arr - arr.min()) / (arr.max() - arr.min())
+    assert img.dtype == np.float32
+    np.testing.assert_allclose(img, expected, atol=1e-6)
 
 
 def test_imagej_resolution_gives_nm(tmp_path):
@@ -232,3 +237,135 @@ def test_cli_help_does_not_import_torch():
 def test_cli_version():
     res = subprocess.run([sys.executable, "-m", "sagegan", "--version"], capture_output=True, text=True)
     assert res.returncode == 0 and res.stdout.startswith("sagegan ")
+
+
+# ------------------------------------------------------------------------------ label files for analysis
+def test_find_label_files_prefers_labels_and_skips_pictures(tmp_path):
+    from sagegan.io import find_label_files, write_image
+
+    labels = np.zeros((32, 32), np.int32)
+    labels[4:12, 4:12] = 1
+    seg, masks = tmp_path / "seg", tmp_path / "masks"
+    for name in ("b_labels.tif", "a_labels.tif"):
+        write_labels(seg / name, labels)
+    write_image(seg / "a_overlay.png", _ramp(32, 32))
+    write_image(seg / "a_mask.png", _ramp(32, 32))
+    write_labels(masks / "x.tif", labels)
+    write_image(masks / "x_overlay.png", _ramp(32, 32))
+    assert find_label_files(seg) == [seg / "a_labels.tif", seg / "b_labels.tif"]
+    assert find_label_files([masks, seg / "a_labels.tif", str(seg / "*_labels.tif")]) == [
+        masks / "x.tif", seg / "a_labels.tif", seg / "b_labels.tif"]
+    with pytest.raises(InputError, match="matches no files"):
+        find_label_files(str(tmp_path / "*.nothing"))
+
+
+def test_find_micrographs_and_unique_names(tmp_path):
+    from sagegan.io import find_micrographs, strip_label_suffix, unique_image_names, write_image
+
+    write_image(tmp_path / "b.png", _ramp())
+    write_image(tmp_path / "a.png", _ramp())
+    write_image(tmp_path / ".hidden.png", _ramp())
+    (tmp_path / "notes.txt").write_text("x")
+    assert find_micrographs(tmp_path) == {"a": tmp_path / "a.png", "b": tmp_path / "b.png"}
+    assert find_micrographs(None) == {}
+    with pytest.raises(InputError, match="images folder not found"):
+        find_micrographs(tmp_path / "nowhere")
+    assert [strip_label_suffix(s) for s in ("a_labels", "a_mask", "a", "_labels")] == ["a", "a", "a", "_labels"]
+    files = [Path("x/a_labels.tif"), Path("y/a_labels.tif"), Path("y/a.tif"), Path("y/b_mask.png")]
+    assert unique_image_names(files) == ["a", "a_labels", "y/a", "b"]
+
+
+def test_read_labelled_image_finds_micrograph_and_pixel_size(tmp_path):
+    import json
+
+    from sagegan.io import find_micrographs, read_labelled_image, read_segment_records, write_image
+
+    labels = np.zeros((32, 40), np.int32)
+    labels[4:12, 4:12] = 1
+    write_labels(tmp_path / "seg" / "a_labels.tif", labels)
+    write_image(tmp_path / "raw" / "a.png", _ramp())
+    (tmp_path / "seg" / "segment_config.json").write_text(json.dumps(
+        {"crop_bottom": 0, "images": [{"image": str(tmp_path / "raw" / "a.png"), "nm_per_px": 1.5}]}))
+    records = read_segment_records([tmp_path / "seg" / "a_labels.tif"])
+    assert records == {"a": {"image": tmp_path / "raw" / "a.png", "nm_per_px": 1.5, "crop_bottom": 0}}
+
+    found = read_labelled_image(tmp_path / "seg" / "a_labels.tif", records=records)
+    assert (found.name, found.micrograph_file, found.nm_per_px) == ("a", tmp_path / "raw" / "a.png", 1.5)
+    assert found.nm_per_px_source == "segment_config.json" and found.image.shape == (32, 40)
+    assert np.array_equal(found.labels, labels)
+    given = read_labelled_image(tmp_path / "seg" / "a_labels.tif", "A", find_micrographs(tmp_path / "raw"),
+                                nm_per_px=2.0)
+    assert (given.name, given.nm_per_px, given.nm_per_px_source) == ("A", 2.0, "given by the user")
+    alone = read_labelled_image(tmp_path / "seg" / "a_labels.tif")
+    assert alone.image is None and alone.micrograph_file is None and alone.nm_per_px is None
+
+    (tmp_path / "seg" / "segment_config.json").write_text("{not json")
+    assert read_segment_records([tmp_path / "seg" / "a_labels.tif"]) == {}
+
+
+# ------------------------------------------------------------------------------ writing
+
+
+def test_atomic_write_replaces_whole_files_or_nothing(tmp_path):
+    from sagegan.io import atomic_write, atomic_write_bytes, atomic_write_text
+
+    target = tmp_path / "sub" / "f.txt"
+    atomic_write_text(target, "first")  # creates the folder
+    assert target.read_text() == "first"
+
+    def fails(tmp):
+        tmp.write_text("half a fi")
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError, match="killed"):
+        atomic_write(target, fails)
+    assert target.read_text() == "first"  # the old file, whole
+    assert [p.name for p in target.parent.iterdir()] == ["f.txt"]  # no temporary file left
+    atomic_write_bytes(target, b"\x00\x01")
+    assert target.read_bytes() == b"\x00\x01"
+
+
+def test_written_images_follow_the_umask(tmp_path):
+    import os
+
+    old = os.umask(0o027)
+    try:
+        write_labels(tmp_path / "l.tif", np.ones((16, 16), np.int32))
+        from sagegan.io import write_image
+
+        write_image(tmp_path / "i.png", _ramp())
+    finally:
+        os.umask(old)
+    assert {p.stat().st_mode & 0o777 for p in tmp_path.iterdir()} == {0o640}
+
+
+def test_json_helpers(tmp_path):
+    import dataclasses
+    import json
+
+    from sagegan.io import json_ready, read_json, write_json
+
+    @dataclasses.dataclass
+    class Point:
+        x: float
+        y: tuple
+
+    data = {"nan": float("nan"), "inf": np.float32("inf"), "f": np.float32(1.5), "i": np.int64(3),
+            "b": np.bool_(True), "arr": np.arange(3), "path": Path("a/b"), "tuple": (1, (2, 3)),
+            "point": Point(np.float64(0.5), (np.nan,)), 7: "key"}
+    expected = {"nan": None, "inf": None, "f": 1.5, "i": 3, "b": True, "arr": [0, 1, 2], "path": "a/b",
+                "tuple": [1, [2, 3]], "point": {"x": 0.5, "y": [None]}, "7": "key"}
+    assert json_ready(data) == expected
+    write_json(tmp_path / "d.json", data)
+    text = (tmp_path / "d.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text  # strict JSON: other tools can read it
+    assert json.loads(text) == expected == read_json(tmp_path / "d.json")
+    # internal state that must come back exactly keeps its non-finite numbers
+    write_json(tmp_path / "s.json", {"best": -np.inf, "x": [np.nan]}, strict=False)
+    back = read_json(tmp_path / "s.json")
+    assert back["best"] == -np.inf and np.isnan(back["x"][0])
+    with pytest.raises(InputError, match="f.json: file not found"):
+        read_json(tmp_path / "f.json")
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(InputError, match="bad.json: not valid JSON"):
+        read_json(tmp_path / "bad.json")

@@ -222,3 +222,29 @@ def test_docstring_examples():
 
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+# --------------------------------------------------------------------------- Fréchet distance
+
+
+def test_frechet_distance_of_known_gaussians():
+    x = np.random.default_rng(0).normal(size=(300, 3))
+    assert metrics.frechet_distance(x, x) == pytest.approx(0.0, abs=1e-8)
+    # a shift moves only the means: the squared length of the shift
+    assert metrics.frechet_distance(x, x + [2.0, 0.0, -1.0]) == pytest.approx(5.0, rel=1e-6)
+    # doubling a 1-D feature set: the mean moves by mu, and var + 4 var - 2 * 2 var = var
+    a = x[:, :1]
+    expected = float(np.mean(a) ** 2 + np.var(a, ddof=1))
+    assert metrics.frechet_distance(a, 2 * a) == pytest.approx(expected, rel=1e-6)
+    y = np.random.default_rng(1).normal(size=(300, 3)) * [1.0, 2.0, 0.5] + 1.0
+    assert metrics.frechet_distance(x, y) == pytest.approx(metrics.frechet_distance(y, x), rel=1e-6)
+    assert metrics.frechet_distance(x, y) > metrics.frechet_distance(x, x + [1.0, 0.0, 0.0])
+
+
+def test_frechet_distance_with_fewer_samples_than_features():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(5, 8)), rng.normal(size=(6, 8)) + 3.0
+    fd = metrics.frechet_distance(a, b)
+    assert np.isfinite(fd) and fd > 8 * 3.0 ** 2 * 0.5  # dominated by the shift of the means
+    with pytest.raises(ValueError, match="same d"):
+        metrics.frechet_distance(a, rng.normal(size=(5, 7)))

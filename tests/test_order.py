@@ -116,6 +116,21 @@ def test_square_lattice():
     assert s["n_domains"] == 1
 
 
+def test_lattice_type_from_order():
+    assert order.lattice_type_from_order(0.95, 0.4) == "hex"
+    assert order.lattice_type_from_order(0.3, 0.9) == "square"
+    assert order.lattice_type_from_order(0.7, 0.7) == "hex"  # a tie goes to hex
+    assert order.lattice_type_from_order(np.nan, np.nan) == "hex"  # undecidable: hex
+    # The caller's own tests decide which lattices are in question at all.
+    assert order.lattice_type_from_order(0.3, 0.9, square_like=False) == "hex"
+    assert order.lattice_type_from_order(0.9, 0.3, hex_like=False) == "square"
+    assert order.lattice_type_from_order(0.9, 0.3, hex_like=False, square_like=False) is None
+    # summarize_order and detect_lattice use the same decision.
+    square = lattice(angle_deg=12.0, kind="square")
+    s = order.summarize_order(square, SHAPE)
+    assert order.lattice_type_from_order(s["psi6_local_mean"], s["psi4_local_mean"]) == "square"
+
+
 def test_fft_from_image(hexagonal):
     yy, xx = np.mgrid[: SHAPE[0], : SHAPE[1]]
     img = np.zeros(SHAPE)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from sagegan.simulate import SHAPES, simulate_dataset, simulate_micrograph
+from sagegan.simulate import SHAPES, SimulationParams, simulate_dataset, simulate_micrograph
 
 
 def _measure(labels: np.ndarray) -> pd.DataFrame:
@@ -212,9 +213,75 @@ def test_bad_arguments_raise_clear_errors(kwargs, message):
         simulate_micrograph(**{"size": 64, **kwargs})
 
 
+def test_simulation_params_check_their_values():
+    params = SimulationParams(shape="CUBE", mean_diameter_px=12, n_grains=np.int64(2))
+    assert params.shape == "cube" and params.n_grains == 2 and type(params.n_grains) is int
+    assert params.mean_diameter_px == 12.0 and type(params.mean_diameter_px) is float
+    assert params.scan_line_noise is None  # resolved per modality by the simulator
+    with pytest.raises(ValueError, match=r"^coverage must lie in \(0\.0, 1\.0\], got 0$"):
+        SimulationParams(coverage=0)
+    with pytest.raises(ValueError, match=r"^vacancy_fraction must lie in \[0\.0, 1\.0\), got 1$"):
+        SimulationParams(vacancy_fraction=1)
+    with pytest.raises(ValueError, match="n_grains must be a positive integer, got True"):
+        SimulationParams(n_grains=True)
+    with pytest.raises(ValueError, match="unknown shape 'star'; choose one of disc, sphere"):
+        SimulationParams(shape="star")
+    with pytest.raises(ValueError, match="dose must be a number, got 'a lot'"):
+        SimulationParams(dose="a lot")
+    with pytest.raises(dataclasses.FrozenInstanceError):  # a checked object stays checked
+        params.coverage = 5.0
+
+
+def test_params_object_and_keyword_overrides_give_the_same_micrograph():
+    keywords = simulate_micrograph(96, "square", "tem", [4, 2], shape="rod", mean_diameter_px=8.0,
+                                   n_grains=2, coverage=0.7, scan_line_noise=0.01)
+    params = SimulationParams(shape="rod", mean_diameter_px=8.0, n_grains=2, coverage=0.7,
+                              scan_line_noise=0.01)
+    with_params = simulate_micrograph(96, "square", "tem", [4, 2], params)
+    # An override replaces only its own field of the params it is given.
+    mixed = simulate_micrograph(96, "square", "tem", [4, 2],
+                                SimulationParams(shape="rod", mean_diameter_px=30.0, n_grains=2,
+                                                 coverage=0.7), mean_diameter_px=8.0,
+                                scan_line_noise=0.01)
+    for sim in (with_params, mixed):
+        assert np.array_equal(sim.image, keywords.image)
+        assert np.array_equal(sim.labels, keywords.labels)
+        pd.testing.assert_frame_equal(sim.truth, keywords.truth)
+        assert sim.params == keywords.params
+    assert keywords.params["mean_diameter_px"] == 8.0 and keywords.params["shape"] == "rod"
+    # The defaults are those of SimulationParams; the modality fills in the scan-line noise.
+    default = simulate_micrograph(64, seed=1, render=False).params
+    assert {k: default[k] for k in ("shape", "mean_diameter_px", "dose", "n_grains")} == {
+        "shape": "disc", "mean_diameter_px": 24.0, "dose": 150.0, "n_grains": 3}
+    assert default["scan_line_noise"] == 0.02
+    assert simulate_micrograph(64, modality="tem", seed=1, render=False).params[
+        "scan_line_noise"] == 0.0
+
+
+def test_bad_params_and_overrides_raise_clear_errors():
+    with pytest.raises(TypeError, match=r"unknown simulation parameters \['colour'\]"):
+        simulate_micrograph(64, colour="red")
+    with pytest.raises(TypeError, match="params must be a SimulationParams, got dict"):
+        simulate_micrograph(64, "hex", "sem", 0, {"shape": "disc"})
+    with pytest.raises(ValueError, match="coverage must lie in"):
+        simulate_micrograph(64, params=SimulationParams(), coverage=1.5)
+    # The largest mean diameter depends on the image, so the simulator checks it.
+    with pytest.raises(ValueError, match=r"mean_diameter_px must lie in \[3\.0, 256\.0\]"):
+        simulate_micrograph(64, params=SimulationParams(mean_diameter_px=300.0))
+
+
 def test_bad_dataset_arguments_write_nothing(tmp_path):
     with pytest.raises(ValueError, match="unknown layout"):
         simulate_dataset(tmp_path / "sim", n=1, size=64, layout="nope", progress=False)
     with pytest.raises(ValueError, match="n must be a positive integer"):
         simulate_dataset(tmp_path / "sim", n=0, size=64, progress=False)
     assert not (tmp_path / "sim").exists()
+
+
+def test_docstring_examples():
+    import doctest
+
+    from sagegan import simulate as module
+
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0

@@ -1,3 +1,24 @@
-"""sagegan: few-label nanoparticle segmentation for electron micrographs."""
+"""sagegan: few-label nanoparticle segmentation for electron micrographs.
+
+The package root holds only the version and the process settings that must be chosen before
+torch is imported; the pipeline lives in the modules (see the README's ARCHITECTURE section).
+"""
+
+import os
+import sys
 
 __version__ = "0.1.0"
+
+# glibc malloc settings that keep freed memory mapped: without them, CPU training spends much of
+# its time in the kernel re-mapping pages (BENCHMARKS.md). They must be set before the process
+# starts, so heavy commands re-execute themselves once with them.
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "68719476736"}
+
+
+def reexec_with_malloc_settings(args: list[str]) -> None:
+    """Replace this process by ``python <args>`` with :data:`MALLOC_ENV` set, unless they are set
+    already, the platform is not Linux, or ``SAGEGAN_NO_MALLOC_TUNING`` is set."""
+    if (sys.platform != "linux" or os.environ.get("SAGEGAN_NO_MALLOC_TUNING")
+            or all(k in os.environ for k in MALLOC_ENV)):
+        return
+    os.execve(sys.executable, [sys.executable, *args], {**os.environ, **MALLOC_ENV})

@@ -13,7 +13,7 @@ from typing import List, Optional
 
 import typer
 
-from . import __version__
+from . import __version__, reexec_with_malloc_settings
 from .io import InputError
 
 app = typer.Typer(
@@ -144,8 +144,8 @@ def segment(
     model: Path = typer.Option(..., "--model", help="RUN (or GANRUN) folder."),
     out: Path = typer.Option(..., "--out", help="Output folder."),
     nm_per_px: Optional[float] = NM,
-    tta: bool = typer.Option(False, "--tta", help="Average over four flips (4x the network passes; +0.006 "
-                             "to +0.03 object F1 on the EMPS test set)."),
+    tta: bool = typer.Option(False, "--tta", help="Average over four flips (4x the network passes, a little "
+                             "more accurate; BENCHMARKS.md)."),
     scale: str = typer.Option("auto", "--scale", help="auto | zoom factor applied before prediction."),
     min_area: Optional[int] = typer.Option(None, "--min-area", help="Drop predicted particles smaller "
                                            "than this (px); default: the model's tuned share of a "
@@ -163,7 +163,7 @@ def segment(
                           save_attention=save_attention, crop_bottom=crop_bottom, split=split)
     typer.echo(f"{table['image'].nunique() if len(table) else 0} image(s), {len(table)} particles -> {out}")
     if analyze:
-        from .analyze import analyze_labels
+        from .report import analyze_labels
 
         analyze_labels([str(p) for p in sorted(Path(out).glob("*_labels.tif"))], out, images=None,
                        nm_per_px=nm_per_px)
@@ -190,7 +190,7 @@ def analyze(
     title: str = typer.Option("sagegan particle report", "--title"),
 ) -> None:
     """Particle sizes and spatial order -> particles.csv, summary.json and report.html."""
-    from .analyze import analyze_labels
+    from .report import analyze_labels
 
     summary = analyze_labels(labels, out, images=images, nm_per_px=nm_per_px, title=title)
     batch = summary["batch"]
@@ -233,7 +233,7 @@ def train_gan(
     crop_bottom: int = CROP, nm_per_px: Optional[float] = NM,
 ) -> None:
     """Phase 2: train SAGE-GAN around a phase 1 segmenter."""
-    from .checkpoint import read_json
+    from .io import read_json
     from .io import load_pairs, resolve_data_dirs
     from .train_gan import GanTrainConfig, train_gan as run_train_gan
 
@@ -297,7 +297,7 @@ def evaluate(
     crop_bottom: int = CROP,
 ) -> None:
     """Score predictions against ground truth: Dice, IoU, object P/R/F1, PQ, size errors."""
-    from .checkpoint import write_json
+    from .io import write_json
     from .evaluate import evaluate_folders, headline
 
     table, summary = evaluate_folders(pred, truth, split, crop_bottom=crop_bottom, progress=True)
@@ -323,24 +323,14 @@ def demo(
     run_demo(out, data=data, quick=quick, seed=seed)
 
 
-# glibc malloc settings that keep freed memory mapped: without them, CPU training spends about a
-# third of its time in the kernel re-mapping pages (measured in BENCHMARKS.md). They must be set
-# before the process starts, so heavy commands re-execute themselves once with them.
-MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "68719476736"}
 HEAVY_COMMANDS = {"train-seg", "train-gan", "segment", "synthesize", "evaluate", "demo", "analyze"}
-
-
-def _reexec_with_malloc_settings(argv: List[str]) -> None:
-    if (sys.platform != "linux" or os.environ.get("SAGEGAN_NO_MALLOC_TUNING")
-            or all(k in os.environ for k in MALLOC_ENV) or not HEAVY_COMMANDS & set(argv[:3])):
-        return
-    env = {**os.environ, **MALLOC_ENV}
-    os.execve(sys.executable, [sys.executable, "-m", "sagegan", *argv], env)
 
 
 def main(argv: Optional[List[str]] = None) -> None:
     """Entry point: one clear line and exit status 2 for bad input, never a traceback."""
-    _reexec_with_malloc_settings(list(sys.argv[1:] if argv is None else argv))
+    args = list(sys.argv[1:] if argv is None else argv)
+    if HEAVY_COMMANDS & set(args[:3]):
+        reexec_with_malloc_settings(["-m", "sagegan", *args])
     try:
         app(args=argv, prog_name="sagegan", standalone_mode=True)
     except InputError as exc:

@@ -5,8 +5,9 @@ Targets are computed once per image at native resolution and cropped/rescaled pe
 * a 3-class map (0 background, 1 particle interior, 2 particle boundary), where the boundary is
   recomputed *after* rescaling so it stays 1-2 px thick whatever the particle size;
 * the distance to the particle's own boundary, normalised to 1 at each particle's centre. It is
-  scale invariant, falls to zero on the contact line of touching particles, and so gives one
-  seed per particle for the watershed that splits close-packed arrays;
+  scale invariant, drops to its lowest value (as at a particle's outer edge) on the contact line
+  of touching particles, and so gives one seed per particle for the watershed that splits
+  close-packed arrays;
 * a weight map that stresses the thin gaps and contact lines between touching particles (the
   idea of the original U-Net paper, computed with two rank filters instead of distance sums).
 
@@ -26,6 +27,9 @@ from scipy import ndimage as ndi
 from .io import Sample
 
 PERCENTILES = (0.5, 99.5)
+# The segmenter's classes, in the order of its output channels; one distance channel follows them.
+BACKGROUND, INTERIOR, BOUNDARY = 0, 1, 2
+N_CLASSES = 3
 
 
 def normalise_percentile(image: np.ndarray, low: float = PERCENTILES[0],
@@ -37,12 +41,33 @@ def normalise_percentile(image: np.ndarray, low: float = PERCENTILES[0],
     return ((image - lo) / (hi - lo)).astype(np.float32)
 
 
-def median_diameter(labels: np.ndarray) -> float:
-    """Median equivalent circular diameter (px) of the labelled particles; NaN when none."""
-    ids, areas = np.unique(labels[labels > 0], return_counts=True)
-    if ids.size == 0:
+def as_label_image(labels, name: str = "labels", ndim: int | None = 2) -> np.ndarray:
+    """Check an instance-label image and return it as an array: non-negative integers, 0 the
+    background. A bool mask is split into particles by 4-connectivity. ``ndim=None`` accepts any
+    number of dimensions.
+    """
+    a = np.asarray(labels)
+    if ndim is not None and a.ndim != ndim:
+        raise ValueError(f"{name} must be a {ndim}-D label image, got shape {a.shape}")
+    if a.dtype == bool:
+        return ndi.label(a)[0].astype(np.int32)
+    if not np.issubdtype(a.dtype, np.integer):
+        raise ValueError(f"{name} must be an integer label image or a bool mask, got dtype {a.dtype}; "
+                         "threshold probabilities and label them first")
+    if a.size and a.min() < 0:
+        raise ValueError(f"{name} must be non-negative (0 = background)")
+    return a
+
+
+def median_ecd(labels: np.ndarray, min_count: int = 1) -> float:
+    """Median equivalent circular diameter (px) of the labelled particles; NaN when fewer than
+    ``min_count`` particles."""
+    areas = np.bincount(np.asarray(labels).ravel())[1:]
+    areas = areas[areas > 0]
+    if areas.size < max(min_count, 1):
         return float("nan")
     return float(np.median(2.0 * np.sqrt(areas / np.pi)))
+
 
 
 def scale_factor_for(diameter_px: float, canonical_diameter_px: float,
@@ -75,11 +100,11 @@ def normalised_distance(labels: np.ndarray) -> np.ndarray:
 
 
 def class_map(labels: np.ndarray) -> np.ndarray:
-    """0 background, 1 interior, 2 boundary (inner boundary, towards background or a neighbour)."""
+    """BACKGROUND, INTERIOR or BOUNDARY per pixel (inner boundary, towards background or a neighbour)."""
     from skimage.segmentation import find_boundaries
 
-    classes = (labels > 0).astype(np.uint8)
-    classes[find_boundaries(labels, mode="inner") & (labels > 0)] = 2
+    classes = np.where(labels > 0, INTERIOR, BACKGROUND).astype(np.uint8)
+    classes[find_boundaries(labels, mode="inner") & (labels > 0)] = BOUNDARY
     return classes
 
 
@@ -107,7 +132,7 @@ class PreparedImage:
 
 def prepare(sample: Sample, canonical_diameter_px: float | None) -> PreparedImage:
     """Normalise one sample and compute its scale-free targets."""
-    diameter = median_diameter(sample.labels)
+    diameter = median_ecd(sample.labels)
     scale = 1.0 if canonical_diameter_px is None else scale_factor_for(diameter, canonical_diameter_px)
     return PreparedImage(sample.stem, normalise_percentile(sample.image), sample.labels.astype(np.int32),
                          normalised_distance(sample.labels), scale, diameter)

@@ -22,62 +22,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import load_module_weights, read_json
-from .data import normalise_percentile
+from .data import N_CLASSES, median_ecd, normalise_percentile, scale_factor_for
 from .io import InputError
-from .losses import N_CLASSES
-from .nets.attention_unet import AttentionUNet
-
-MODEL_FILE = "segmenter.safetensors"
-# Predicted instances smaller than this share of a canonical particle's area are specks (models
-# whose config.json has no tuned ``postprocess.min_area_fraction``).
-MIN_AREA_FRACTION = 0.05
-
-
-@dataclass
-class Segmenter:
-    """A trained segmenter and the settings it was trained with."""
-
-    net: AttentionUNet
-    config: dict[str, Any]
-    path: Path | None = None
-
-    @property
-    def fast_net(self) -> AttentionUNet:
-        """The network prepared for inference (rebuilt when the weights have changed)."""
-        version = sum(int(p._version) for p in self.net.parameters())
-        if getattr(self, "_fast", None) is None or self._fast_version != (id(self.net), version, self.net.training):
-            self._fast = inference_copy(self.net)
-            self._fast_version = (id(self.net), version, self.net.training)
-        return self._fast
-
-    @property
-    def canonical_diameter_px(self) -> float | None:
-        return self.config.get("canonical_diameter_px")
-
-    @property
-    def postprocess(self) -> dict[str, float]:
-        return {"fg_threshold": 0.5, "seed_threshold": 0.5, "min_area_fraction": MIN_AREA_FRACTION,
-                **self.config.get("postprocess", {})}
-
-
-def load_segmenter(run_dir: str | Path, device: str | torch.device = "cpu") -> Segmenter:
-    """Load ``segmenter.safetensors`` + ``config.json`` from a RUN (or GANRUN) folder."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise InputError(f"{run_dir}: model folder not found")
-    config = read_json(run_dir / "config.json")
-    model_cfg = config.get("model")
-    if not isinstance(model_cfg, dict) or "widths" not in model_cfg:
-        raise InputError(f"{run_dir / 'config.json'}: no 'model' section with the architecture; "
-                         "is this a sagegan model folder?")
-    try:
-        net = AttentionUNet.from_config(model_cfg)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"{run_dir / 'config.json'}: invalid architecture ({exc})") from None
-    load_module_weights(net, run_dir / MODEL_FILE)
-    net.to(device).eval()
-    return Segmenter(net, config, run_dir)
+from .plot import overlay_heatmap, overlay_outlines
+from .runs import MIN_AREA_FRACTION, Segmenter, load_segmenter
 
 
 # ------------------------------------------------------------------------------- particle size
@@ -127,11 +75,9 @@ def calibrate_autocorr(images: Sequence[np.ndarray], labels: Sequence[np.ndarray
     micrographs it is biased; the factor is the median ratio true / estimated over labelled
     (training) images, and is stored in the model's config.json.
     """
-    from .data import median_diameter
-
     ratios = []
     for image, lab in zip(images, labels):
-        est, true = estimate_diameter_autocorr(image), median_diameter(lab)
+        est, true = estimate_diameter_autocorr(image), median_ecd(lab)
         if np.isfinite(est) and est > 0 and np.isfinite(true):
             ratios.append(true / est)
     return float(np.exp(np.median(np.log(ratios)))) if ratios else 1.0
@@ -140,7 +86,7 @@ def calibrate_autocorr(images: Sequence[np.ndarray], labels: Sequence[np.ndarray
 # ------------------------------------------------------------------------------- prediction
 
 
-def _tile_side(length: int, max_tile: int, min_overlap: int, divisor: int) -> int:
+def tile_side(length: int, max_tile: int, min_overlap: int, divisor: int) -> int:
     """Smallest tile side (a multiple of ``divisor``) that covers ``length`` in as few tiles as
     ``max_tile`` allows while neighbouring tiles overlap by at least ``min_overlap``."""
     up = lambda n: int(math.ceil(n / divisor) * divisor)  # noqa: E731
@@ -148,30 +94,6 @@ def _tile_side(length: int, max_tile: int, min_overlap: int, divisor: int) -> in
         return up(length)
     n = math.ceil((length - min_overlap) / (max_tile - min_overlap))
     return up(math.ceil((length + (n - 1) * min_overlap) / n))
-
-
-def inference_copy(net: AttentionUNet) -> AttentionUNet:
-    """An eval-mode copy with BatchNorm folded into the convolutions, in channels-last layout.
-
-    Same outputs to float rounding; measured 1.6x faster on 2 CPU cores (BENCHMARKS.md).
-    """
-    import copy
-
-    from torch import nn
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
-    def fold(module: nn.Module) -> None:
-        for child in module.children():
-            fold(child)
-        if isinstance(module, nn.Sequential):
-            for i in range(len(module) - 1):
-                if isinstance(module[i], nn.Conv2d) and isinstance(module[i + 1], nn.BatchNorm2d):
-                    module[i] = fuse_conv_bn_eval(module[i], module[i + 1])
-                    module[i + 1] = nn.Identity()
-
-    fast = copy.deepcopy(net).eval()
-    fold(fast)
-    return fast.to(memory_format=torch.channels_last)
 
 
 @torch.inference_mode()
@@ -193,7 +115,7 @@ def predict_maps(seg: Segmenter, image: np.ndarray, scale: float = 1.0, tta: boo
     if abs(scale - 1.0) > 1e-3:
         size = (max(int(round(h * scale)), 8), max(int(round(w * scale)), 8))
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=scale < 1)
-    roi = tuple(_tile_side(n, tile, min_overlap, net.divisor) for n in x.shape[-2:])
+    roi = tuple(tile_side(n, tile, min_overlap, net.divisor) for n in x.shape[-2:])
     overlap = tuple(0.0 if n <= r else min_overlap / r for n, r in zip(x.shape[-2:], roi))
 
     def predictor(batch: torch.Tensor) -> torch.Tensor:
@@ -223,6 +145,31 @@ def predict_maps(seg: Segmenter, image: np.ndarray, scale: float = 1.0, tta: boo
     if maps.shape[0] > N_CLASSES + 1:
         result["gate"] = maps[N_CLASSES + 1]
     return result
+
+
+@torch.inference_mode()
+def encoder_features(seg: Segmenter, images: Sequence[np.ndarray], batch: int = 16) -> np.ndarray:
+    """Global-average-pooled outputs of every encoder stage, concatenated: ``(N, sum(widths))``.
+
+    The features of the Fréchet distance between real and synthetic images
+    (:func:`sagegan.metrics.frechet_distance`). Images may differ in size: they are batched by
+    shape, and the rows keep the input order.
+    """
+    device = next(seg.net.parameters()).device
+    by_shape: dict[tuple, list[int]] = {}
+    for i, im in enumerate(images):
+        by_shape.setdefault(im.shape, []).append(i)
+    feats: list[np.ndarray | None] = [None] * len(images)
+    seg.net.eval()
+    for indices in by_shape.values():
+        for j in range(0, len(indices), batch):
+            chunk = indices[j:j + batch]
+            x = torch.from_numpy(np.stack([normalise_percentile(images[i]) for i in chunk]))[:, None]
+            stages = seg.net.encode(x.to(device))
+            pooled = torch.cat([f.float().mean(dim=(2, 3)) for f in stages], 1).cpu().numpy()
+            for i, row in zip(chunk, pooled):
+                feats[i] = row
+    return np.stack(feats).astype(np.float64)
 
 
 def instances_from_maps(probs: np.ndarray, distance: np.ndarray, fg_threshold: float = 0.5,
@@ -283,8 +230,8 @@ def search_zoom(seg: Segmenter, image: np.ndarray, zooms: Sequence[float] = SEAR
                 prior_weight: float = 0.1) -> tuple[float, float, list[dict[str, float]]]:
     """Zoom that brings the image's particles to the model's canonical diameter, found by the model.
 
-    Image statistics alone (the autocorrelation) place the size within 1.5x on about half of the
-    EMPS images; the segmenter itself knows better. At each candidate zoom it segments a central
+    Image statistics alone (the autocorrelation) often misjudge the size; the segmenter itself
+    knows better (BENCHMARKS.md). At each candidate zoom it segments a central
     crop (``crop_px`` px once zoomed, so every try costs about the same) and the zoom scores
 
         mean class confidence on the predicted foreground   (high where particles look as in training)
@@ -293,14 +240,14 @@ def search_zoom(seg: Segmenter, image: np.ndarray, zooms: Sequence[float] = SEAR
 
     the last term only breaking ties far from the image-statistics guess. The winner's measured
     diameter then moves the zoom by at most sqrt(2). The weights were chosen on held-out EMPS
-    training images (benchmarks/scale_search.py). Returns (zoom, estimated median diameter in
+    training images (benchmarks/studies/scale_search.py). Returns (zoom, estimated median diameter in
     input px, one record per try).
     """
     canonical = float(seg.canonical_diameter_px)
     post = seg.postprocess
     h, w = image.shape
     prior = estimate_diameter_autocorr(image) * seg.config.get("autocorr_factor", 1.0)
-    prior_zoom = _zoom_for(prior, canonical) if math.isfinite(prior) and prior > 0 else None
+    prior_zoom = zoom_for(prior, canonical) if math.isfinite(prior) and prior > 0 else None
     tries: list[dict[str, float]] = []
     for zoom in zooms:
         side = max(int(round(crop_px / zoom)), 16)
@@ -311,7 +258,7 @@ def search_zoom(seg: Segmenter, image: np.ndarray, zooms: Sequence[float] = SEAR
         labels = instances_from_maps(maps["probs"], maps["distance"], post["fg_threshold"],
                                      post["seed_threshold"], default_min_area(canonical, 1.0))
         foreground = labels > 0
-        diameter = _median_ecd(labels, min_count=1)  # zoomed px; an image may hold one big particle
+        diameter = median_ecd(labels)  # zoomed px; an image may hold one big particle
         confidence = float(maps["probs"].max(0)[foreground].mean()) if foreground.any() else 0.0
         size_error = abs(math.log(diameter / canonical)) if math.isfinite(diameter) else 9.0
         off_prior = max(0.0, abs(math.log(zoom / prior_zoom)) - math.log(2)) if prior_zoom else 0.0
@@ -321,7 +268,7 @@ def search_zoom(seg: Segmenter, image: np.ndarray, zooms: Sequence[float] = SEAR
     if not math.isfinite(best["diameter_px"]):  # no particles at any zoom: fall back on image statistics
         return (prior_zoom or 1.0), prior, tries
     step = math.sqrt(2)
-    zoom = float(np.clip(_zoom_for(best["diameter_px"], canonical), best["zoom"] / step, best["zoom"] * step))
+    zoom = float(np.clip(zoom_for(best["diameter_px"], canonical), best["zoom"] / step, best["zoom"] * step))
     return zoom, best["diameter_px"], tries
 
 
@@ -351,40 +298,11 @@ def segment_image(seg: Segmenter, image: np.ndarray, scale: str | float = "auto"
     return Segmentation(labels, maps["probs"], maps["distance"], zoom, estimate, maps.get("gate"), passes)
 
 
-def _zoom_for(diameter_px: float, canonical: float) -> float:
-    from .data import scale_factor_for
-
+def zoom_for(diameter_px: float, canonical: float) -> float:
     return scale_factor_for(diameter_px, canonical, limits=(SEARCH_ZOOMS[0] / 1.5, SEARCH_ZOOMS[-1] * 1.5))
 
 
-def _median_ecd(labels: np.ndarray, min_count: int = 3) -> float:
-    areas = np.bincount(labels.ravel())[1:]
-    areas = areas[areas > 0]
-    if areas.size < min_count:
-        return float("nan")
-    return float(np.median(2 * np.sqrt(areas / np.pi)))
-
-
 # ------------------------------------------------------------------------------- files
-
-
-def overlay_outlines(image: np.ndarray, labels: np.ndarray, colour=(255, 60, 40)) -> np.ndarray:
-    """RGB uint8 image with the particles' outlines drawn over the grey micrograph."""
-    from skimage.segmentation import find_boundaries
-
-    grey = np.clip(normalise_percentile(image), 0, 1)
-    rgb = np.repeat((grey * 255).astype(np.uint8)[..., None], 3, axis=2)
-    rgb[find_boundaries(labels, mode="inner")] = colour
-    return rgb
-
-
-def overlay_heatmap(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """RGB uint8 image: a [0, 1] map (e.g. an attention gate) in a colour map over the micrograph."""
-    from matplotlib import colormaps
-
-    grey = np.clip(normalise_percentile(image), 0, 1)[..., None]
-    colour = colormaps["inferno"](np.clip(heat, 0, 1))[..., :3]
-    return (255 * ((1 - alpha) * grey + alpha * colour)).astype(np.uint8)
 
 
 def segment_files(inputs: Sequence[str | Path], model: str | Path | Segmenter, out: str | Path,
@@ -398,8 +316,7 @@ def segment_files(inputs: Sequence[str | Path], model: str | Path | Segmenter, o
     """
     import pandas as pd
 
-    from .checkpoint import write_json
-    from .io import _stem, expand_inputs, read_micrograph, read_split, write_image, write_labels
+    from .io import _stem, expand_inputs, write_json, read_micrograph, read_split, write_image, write_labels
     from .particles import measure
 
     files = expand_inputs(inputs)

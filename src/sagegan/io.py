@@ -9,8 +9,12 @@ and the problem in one line; the command line prints that line and exits with st
 from __future__ import annotations
 
 import csv
+import dataclasses
+import json
 import math
+import os
 import re
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -349,34 +353,122 @@ def read_mask(path: str | Path, connectivity: int = 1, crop_bottom: int = 0) -> 
     return arr.astype(np.int32)
 
 
+# --------------------------------------------------------------------------------------------
+# writing: every file sagegan writes goes through atomic_write, so a killed run never leaves a
+# half-written file under a final name
+
+
+def atomic_write(path: str | Path, write: Any) -> Path:
+    """Create ``path`` atomically: ``write(tmp_path)`` fills a uniquely named temporary file in the
+    same folder, which is flushed to disk and then renamed over ``path``.
+
+    The temporary name is unique per call, so two writers never share one, and an interrupted
+    write leaves at most a stray ``.<name>.*.part`` file, never a truncated ``path``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        # mkstemp creates the file with mode 0600; give it the mode any other new file would get
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def json_ready(obj: Any, finite: bool = True) -> Any:
+    """A copy of ``obj`` that :func:`json.dumps` writes as strict JSON.
+
+    NaN and infinities become None (``null``; kept as they are with ``finite=False``), numpy
+    scalars and arrays Python numbers and lists, paths strings, dataclasses dicts; dicts, lists
+    and tuples are converted recursively.
+
+    Example
+    -------
+    >>> json_ready({"a": float("nan"), "b": np.float32(1.5), "c": (np.int64(2), None)})
+    {'a': None, 'b': 1.5, 'c': [2, None]}
+    """
+    if isinstance(obj, dict):
+        return {str(k): json_ready(v, finite) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_ready(v, finite) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return json_ready(obj.tolist(), finite)
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        value = float(obj)
+        return value if math.isfinite(value) or not finite else None
+    if isinstance(obj, Path):
+        return str(obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return json_ready(dataclasses.asdict(obj), finite)
+    if hasattr(obj, "keys") and hasattr(obj, "__getitem__"):  # other mappings
+        return {str(k): json_ready(obj[k], finite) for k in obj.keys()}
+    return obj
+
+
+def write_json(path: str | Path, data: Any, indent: int = 2, strict: bool = True) -> Path:
+    """Write ``data`` as JSON (see :func:`json_ready`), atomically.
+
+    ``strict=False`` keeps NaN and infinities (as Python's ``json`` spells them), for internal
+    state that must come back exactly, such as a scheduler's best score of ``-inf``.
+    """
+    text = json.dumps(json_ready(data, finite=strict), indent=indent, allow_nan=not strict)
+    return atomic_write_text(path, text + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    """Parse a JSON file; a missing or malformed file is an :class:`InputError` naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: not valid JSON ({exc})") from None
+
+
 def write_labels(path: str | Path, labels: np.ndarray) -> Path:
     """Write an instance-label map as a compressed TIFF: uint16, or uint32 above 65535 ids."""
     import tifffile
 
-    path = Path(path)
     labels = np.asarray(labels)
     if labels.ndim != 2 or labels.dtype.kind not in "uib":
         raise ValueError(f"labels must be a 2-D integer array, got {labels.dtype} {labels.shape}")
     top = int(labels.max()) if labels.size else 0
     dtype = np.uint16 if top <= np.iinfo(np.uint16).max else np.uint32
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    tifffile.imwrite(tmp, labels.astype(dtype), compression="zlib")
-    tmp.replace(path)
-    return path
+    return atomic_write(path, lambda tmp: tifffile.imwrite(tmp, labels.astype(dtype), compression="zlib"))
 
 
 def write_image(path: str | Path, image: np.ndarray) -> Path:
-    """Write a float [0, 1] grey image (or an RGB uint8 array) as 8-bit PNG."""
+    """Write a float [0, 1] grey image (or an RGB uint8 array) as an 8-bit image (PNG by default)."""
     import imageio.v3 as iio
 
-    path = Path(path)
+    extension = Path(path).suffix.lower() or ".png"
     arr = np.asarray(image)
     if arr.dtype.kind == "f":
         arr = np.clip(np.round(arr * 255.0), 0, 255).astype(np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    iio.imwrite(path, arr)
-    return path
+    return atomic_write(path, lambda tmp: iio.imwrite(tmp, arr, extension=extension))
 
 
 # --------------------------------------------------------------------------------------------
@@ -526,3 +618,189 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
     if not files:
         raise InputError(f"{', '.join(map(str, inputs))}: no image files found")
     return files
+
+
+# --------------------------------------------------------------------------------------------
+# label images for analysis: which files hold labels, where their micrographs are, and which
+# pixel size applies (``sagegan analyze`` reads what ``sagegan segment`` writes, or any masks)
+
+#: Stem endings of label files that name their micrograph: ``a_labels.tif`` belongs to ``a``.
+LABEL_SUFFIXES = ("_labels", "_mask")
+
+
+def strip_label_suffix(stem: str) -> str:
+    """The micrograph stem of a label file's stem (``_labels`` or ``_mask`` removed).
+
+    Example
+    -------
+    >>> strip_label_suffix("grid_03_labels"), strip_label_suffix("grid_03"), strip_label_suffix("_mask")
+    ('grid_03', 'grid_03', '_mask')
+    """
+    for suffix in LABEL_SUFFIXES:
+        if stem.endswith(suffix) and len(stem) > len(suffix):
+            return stem[: -len(suffix)]
+    return stem
+
+
+def find_label_files(label_paths: Sequence[str | Path] | str | Path) -> list[Path]:
+    """Label images named by files, folders or glob patterns, de-duplicated, in order.
+
+    A folder that holds ``*_labels.*`` files (as ``sagegan segment`` writes them) gives only
+    those; any other folder gives its images except ``*_overlay`` and ``*_attention`` pictures.
+    Files and patterns are taken as given (see :func:`expand_inputs`).
+
+    Raises
+    ------
+    InputError
+        A path that does not exist, or a pattern that matches nothing.
+    """
+    if isinstance(label_paths, (str, Path)):
+        label_paths = [label_paths]
+    files: list[Path] = []
+    for item in label_paths:
+        found = expand_inputs([item])
+        if Path(item).is_dir():
+            labelled = [f for f in found if f.stem.endswith("_labels")]
+            found = labelled or [f for f in found if not f.stem.endswith(("_overlay", "_attention"))]
+        files += found
+    return list(dict.fromkeys(files))
+
+
+def find_micrographs(images: str | Path | None) -> dict[str, Path]:
+    """The micrographs of a folder by stem (the first in name order where stems repeat).
+
+    Returns an empty dict for ``images=None``; hidden files are skipped.
+
+    Raises
+    ------
+    InputError
+        ``images`` is not a folder.
+    """
+    if images is None:
+        return {}
+    folder = Path(images)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: images folder not found (expected a folder of micrographs)")
+    found: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES + EM_SUFFIXES and not p.name.startswith("."):
+            found.setdefault(p.stem, p)
+    return found
+
+
+def read_segment_records(label_files: Sequence[Path]) -> dict[str, dict]:
+    """What ``sagegan segment`` recorded about each micrograph, by micrograph stem.
+
+    Reads ``segment_config.json`` in each folder of ``label_files``. Each record has ``image``
+    (the micrograph's path), ``nm_per_px`` (None when unknown) and ``crop_bottom``. The records
+    only help to find micrographs and pixel sizes, so a missing or unreadable file gives none.
+    """
+    records: dict[str, dict] = {}
+    for folder in dict.fromkeys(Path(f).parent for f in label_files):
+        config = folder / "segment_config.json"
+        if not config.is_file():
+            continue
+        try:
+            data = read_json(config)
+            for run in data.get("images", []):
+                image = Path(run["image"])
+                records.setdefault(image.stem, {"image": image, "nm_per_px": run.get("nm_per_px"),
+                                                "crop_bottom": int(data.get("crop_bottom") or 0)})
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            continue
+    return records
+
+
+def unique_image_names(files: Sequence[Path]) -> list[str]:
+    """One distinct name per label file: its micrograph stem, else its own stem, else
+    ``folder/stem``.
+
+    Example
+    -------
+    >>> unique_image_names([Path("x/a_labels.tif"), Path("y/a_labels.tif"), Path("y/a.tif")])
+    ['a', 'a_labels', 'y/a']
+    """
+    names: list[str] = []
+    for f in files:
+        name = strip_label_suffix(f.stem)
+        if name in names:
+            name = f.stem if f.stem not in names else f"{f.parent.name}/{f.stem}"
+        names.append(name)
+    return names
+
+
+@dataclass
+class LabelledImage:
+    """A label image with its micrograph (when found) and pixel size.
+
+    Attributes
+    ----------
+    name : the image's name in tables and reports.
+    labels_file : the label image's path.
+    labels : (H, W) int32 instance labels.
+    image : (H, W) float32 micrograph in [0, 1], or None when none was found.
+    micrograph_file : the micrograph's path, or None.
+    nm_per_px : pixel size in nanometres, or None when unknown.
+    nm_per_px_source : where the pixel size came from (``"given by the user"``, the
+        micrograph's metadata, ``"segment_config.json"``), or None.
+    """
+
+    name: str
+    labels_file: Path
+    labels: np.ndarray
+    image: np.ndarray | None
+    micrograph_file: Path | None
+    nm_per_px: float | None
+    nm_per_px_source: str | None
+
+
+def read_labelled_image(path: str | Path, name: str | None = None,
+                        micrographs: dict[str, Path] | None = None,
+                        records: dict[str, dict] | None = None,
+                        nm_per_px: float | None = None) -> LabelledImage:
+    """Read a label image, find its micrograph and decide its pixel size.
+
+    Parameters
+    ----------
+    path : label image (or binary mask, split into 4-connected particles).
+    name : its name; default: the stem without a ``_labels`` / ``_mask`` suffix.
+    micrographs : micrographs by stem (:func:`find_micrographs`), looked up by the stem without
+        the suffix, then by the full stem.
+    records : :func:`read_segment_records`; used when ``micrographs`` has no match (the recorded
+        micrograph, if the file still exists, with its recorded bottom crop) and for the pixel
+        size when neither the argument nor the micrograph gives one.
+    nm_per_px : pixel size that overrides every file.
+
+    Raises
+    ------
+    InputError
+        Unreadable files, a micrograph whose size differs from the labels, or a pixel size that
+        is not a positive number.
+    """
+    path = Path(path)
+    micrographs = micrographs or {}
+    labels = read_mask(path)
+    key = strip_label_suffix(path.stem)
+    record = (records or {}).get(key, {})
+    micrograph_file = micrographs.get(key) or micrographs.get(path.stem)
+    crop = 0
+    if micrograph_file is None and record.get("image") is not None and Path(record["image"]).is_file():
+        micrograph_file, crop = Path(record["image"]), record.get("crop_bottom", 0)
+    if micrograph_file is not None and micrograph_file.resolve() == path.resolve():
+        micrograph_file = None
+    image, scale, source = None, None, None
+    if micrograph_file is not None:
+        micrograph = read_micrograph(micrograph_file, nm_per_px=nm_per_px, crop_bottom=crop)
+        if micrograph.image.shape != labels.shape:
+            raise InputError(f"{path}: labels are {labels.shape[1]}x{labels.shape[0]} px but the "
+                             f"micrograph {micrograph_file} is {micrograph.image.shape[1]}x"
+                             f"{micrograph.image.shape[0]} px")
+        image, scale = micrograph.image, micrograph.nm_per_px
+        source = micrograph.metadata.get("pixel_size_source", "micrograph file") if scale else None
+    if nm_per_px is not None:
+        if not (nm_per_px > 0 and math.isfinite(nm_per_px)):
+            raise InputError(f"--nm-per-px must be a positive number, got {nm_per_px}")
+        scale, source = float(nm_per_px), "given by the user"
+    elif scale is None and record.get("nm_per_px"):
+        scale, source = float(record["nm_per_px"]), "segment_config.json"
+    return LabelledImage(key if name is None else name, path, labels, image, micrograph_file, scale, source)

@@ -1,6 +1,9 @@
 """Spatial order of particle arrays (superlattices, close-packed monolayers).
 
-Pure functions on particle centroids; no file I/O, no plotting.
+This module owns the order measurements (neighbours, bond order psi4 / psi6, g(r), lattice
+constants, orientational domains, defects) and the one hex-or-square decision,
+:func:`lattice_type_from_order`, that every other module uses. Pure functions on particle
+centroids; no file I/O, no plotting.
 
 Conventions
 -----------
@@ -36,6 +39,7 @@ __all__ = [
     "mean_local_bond_order",
     "pair_correlation",
     "lattice_constant_gr",
+    "lattice_type_from_order",
     "detect_lattice",
     "lattice_constant_fft",
     "orientation_domains",
@@ -525,11 +529,47 @@ def lattice_constant_gr(centroids, shape) -> float:
     return float(np.interp(pos, np.arange(len(r)), r))
 
 
-# --------------------------------------------------------------------------- FFT
+# --------------------------------------------------------------------------- lattice type
+def lattice_type_from_order(psi6, psi4, *, hex_like=True, square_like=True):
+    """The hex-or-square decision: the lattice whose local bond order is higher.
+
+    Parameters
+    ----------
+    psi6, psi4 : float
+        Mean local bond orders ``<|psi6|>`` (Delaunay neighbours) and
+        ``<|psi4|>`` (4 nearest neighbours), as :func:`mean_local_bond_order`
+        and :func:`summarize_order` (``psi6_local_mean``,
+        ``psi4_local_mean``) give them.
+    hex_like, square_like : bool
+        Whether the caller's own test admits each lattice (e.g. a minimum
+        bond order). By default both are admitted, so the answer is always
+        ``"hex"`` or ``"square"``.
+
+    Returns
+    -------
+    str or None
+        ``"square"`` when a square lattice is admitted and either the hex one
+        is not or ``psi4 > psi6``; otherwise ``"hex"`` when a hex lattice is
+        admitted; None when neither is. Ties and NaN go to ``"hex"``.
+
+    Example
+    -------
+    >>> lattice_type_from_order(0.4, 0.9), lattice_type_from_order(0.8, 0.8)
+    ('square', 'hex')
+    >>> lattice_type_from_order(0.8, 0.9, square_like=False), lattice_type_from_order(
+    ...     0.2, 0.3, hex_like=False, square_like=False)
+    ('hex', None)
+    """
+    if square_like and (not hex_like or psi4 > psi6):
+        return "square"
+    return "hex" if hex_like else None
+
+
 def detect_lattice(centroids, shape=None) -> str:
     """Guess the lattice symmetry: ``"square"`` if mean |psi4| > mean |psi6|.
 
-    ``psi6`` uses Delaunay neighbours, ``psi4`` the 4 nearest neighbours.
+    ``psi6`` uses Delaunay neighbours, ``psi4`` the 4 nearest neighbours; the
+    decision is :func:`lattice_type_from_order`.
     Returns ``"hex"`` when undecidable (fewer than 3 particles).
 
     Example
@@ -543,9 +583,10 @@ def detect_lattice(centroids, shape=None) -> str:
         return "hex"
     p6 = mean_local_bond_order(bond_order(c, 6, shape, "delaunay"))
     p4 = mean_local_bond_order(bond_order(c, 4, shape, "knn"))
-    return "square" if p4 > p6 else "hex"
+    return lattice_type_from_order(p6, p4)
 
 
+# --------------------------------------------------------------------------- FFT
 def _delta_image(c: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Bilinearly splatted unit masses at the centroids."""
     h, w = shape
@@ -889,8 +930,8 @@ def summarize_order(centroids, shape) -> dict:
     defects = defect_counts(z, valid)
     has_lattice = bool(valid.any())
     if has_lattice:
-        square = mean_local_bond_order(psi4) > mean_local_bond_order(psi6)
-        lattice = "square" if square else "hex"
+        lattice = lattice_type_from_order(mean_local_bond_order(psi6), mean_local_bond_order(psi4))
+        square = lattice == "square"
         domains = orientation_domains(c, psi4 if square else psi6, shape, k=4 if square else 6)
     return {
         "n": n,

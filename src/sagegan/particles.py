@@ -24,7 +24,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 from scipy.spatial import ConvexHull, QhullError
-from skimage.measure import find_contours, label as _cc_label, regionprops
+from skimage.measure import find_contours, regionprops
+
+from .data import as_label_image
 
 __all__ = ["MEASURE_COLUMNS", "NM_COLUMNS", "feret_diameters", "measure", "size_distribution"]
 
@@ -49,22 +51,6 @@ NM_COLUMNS = ("area_nm2", "ecd_nm", "feret_max_nm", "feret_min_nm")
 
 
 # --------------------------------------------------------------------------- validation
-def _as_label_image(labels) -> np.ndarray:
-    labels = np.asarray(labels)
-    if labels.ndim != 2:
-        raise ValueError(f"labels must be a 2-D array, got {labels.ndim}-D with shape {labels.shape}")
-    if labels.dtype == bool:
-        return _cc_label(labels, connectivity=1)
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(
-            f"labels must be an integer label image (or a bool mask), got dtype {labels.dtype}; "
-            "threshold probabilities and label them first"
-        )
-    if labels.size and labels.min() < 0:
-        raise ValueError("labels must be non-negative (0 = background)")
-    return labels
-
-
 def _check_pixel_size(nm_per_px) -> float | None:
     if nm_per_px is None:
         return None
@@ -187,7 +173,7 @@ def measure(labels, image=None, nm_per_px=None) -> pd.DataFrame:
     >>> int(df.area_px[0]), float(df.feret_min_px[0]), float(df.area_nm2[0])
     (12, 3.0, 3.0)
     """
-    labels = _as_label_image(labels)
+    labels = as_label_image(labels)
     scale = _check_pixel_size(nm_per_px)
     if image is not None:
         image = np.asarray(image)

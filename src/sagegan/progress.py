@@ -1,6 +1,10 @@
-"""A small rich progress bar for training loops (disabled in tests and when asked)."""
+"""How training loops report: a rich progress bar, the CSV log, and the callbacks callers pass in."""
 
 from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from typing import Callable
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -30,3 +34,49 @@ class StepBar:
     def close(self) -> None:
         if self.enabled:
             self.progress.stop()
+
+
+@dataclass
+class TrainingCallbacks:
+    """Hooks a caller (a benchmark, a GUI) passes to the trainers to watch them without patching.
+
+    ``on_step(step, info)`` runs after every optimisation step with ``info`` holding at least
+    ``elapsed_s`` (wall-clock seconds of the run so far, resumed sittings included) and ``loss``;
+    ``on_validation(step, metrics)`` runs after every validation with the logged numbers.
+    Either may be None.
+    """
+
+    on_step: Callable[[int, dict], None] | None = None
+    on_validation: Callable[[int, dict], None] | None = None
+
+    def step(self, step: int, **info: float) -> None:
+        if self.on_step is not None:
+            self.on_step(step, info)
+
+    def validation(self, step: int, **metrics: float) -> None:
+        if self.on_validation is not None:
+            self.on_validation(step, metrics)
+
+
+class TrainingLog:
+    """``train_log.csv`` of a run: one row per validation, appended (a resumed run continues it)."""
+
+    def __init__(self, path, columns):
+        self.path = path
+        self.file = open(path, "a", newline="")
+        self.writer = csv.writer(self.file)
+        if self.path.stat().st_size == 0:
+            self.writer.writerow(columns)
+
+    def write(self, row) -> None:
+        self.writer.writerow(row)
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+    def __enter__(self) -> "TrainingLog":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,5 +1,10 @@
 """Simulated electron micrographs of nanoparticle monolayers, with exact instance masks.
 
+This module owns the simulator: `simulate_micrograph` and `simulate_dataset`, the
+`SimulationParams` that describe what is simulated (shared with the layout model,
+`sagegan.layouts`, which fits these parameters to real masks), and the simulator's geometry
+constants that the layout model inverts.
+
 The simulator is sagegan's embedded data: the demo and the unit tests run on it, and because the
 particles are drawn by the simulator, every mask, size and centroid is known exactly.
 
@@ -29,7 +34,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -44,6 +49,7 @@ __all__ = [
     "MODALITIES",
     "SHAPES",
     "SimulatedMicrograph",
+    "SimulationParams",
     "simulate_micrograph",
     "simulate_dataset",
 ]
@@ -60,11 +66,40 @@ _MIN_SIZE = 16
 _DEFAULT_SCAN_LINE_NOISE = {"sem": 0.02, "tem": 0.0}
 # Detector read noise in electrons: the Gaussian half of the Poisson–Gaussian model.
 _READ_NOISE_ELECTRONS = 2.0
-# Rounded-cube corner radius as a fraction of the half edge.
-_CUBE_CORNER = 0.25
 # Particles whose drawn area is below this fraction of their nominal area (slivers at the image
 # border, or particles almost hidden under neighbours) are left out of the labels.
 _MIN_AREA_FRACTION = 0.15
+
+# Geometry of the drawn particles and of their exclusion discs. The layout model
+# (`sagegan.layouts`) reads these to turn measured sizes and spacings back into parameters.
+#: Rounded-cube corner radius as a fraction of the half edge.
+CUBE_CORNER = 0.25
+#: Exclusion-disc scale of cubes on a lattice, where they turn with their grain.
+LATTICE_CUBE_SCALE = 1.02
+#: Exclusion-disc scale of randomly turned cubes: about the circumcircle of a rounded cube.
+FREE_CUBE_SCALE = 1.3
+#: Exclusion-disc scale of cubes in a dense random packing (relaxed, so a little tighter).
+DENSE_CUBE_SCALE = 0.92 * FREE_CUBE_SCALE
+#: Centre distance of a sparse layer, in exclusion diameters.
+SPARSE_REACH = 1.5
+
+#: Valid range of each number in `SimulationParams`, as (low, high); the ends are included except
+#: where `_OPEN_ENDS` says otherwise. The mean diameter is also at most 4 times the image side.
+PARAM_RANGES = {
+    "mean_diameter_px": (3.0, math.inf),
+    "diameter_sigma": (0.0, 0.5),
+    "gap_fraction": (0.0, 2.0),
+    "vacancy_fraction": (0.0, 1.0),
+    "jitter_fraction": (0.0, 0.5),
+    "coverage": (0.0, 1.0),
+    "dose": (0.0, math.inf),
+    "blur_sigma_px": (0.0, 20.0),
+    "scan_line_noise": (0.0, 1.0),
+    "background_gradient": (0.0, 1.0),
+    "aspect_ratio": (1.0, 20.0),
+}
+_OPEN_ENDS = {"vacancy_fraction": (False, True), "coverage": (True, False), "dose": (True, False)}
+_MAX_DIAMETER_PER_SIDE = 4.0
 
 TRUTH_COLUMNS = ["id", "centroid_x", "centroid_y", "diameter_px", "nominal_diameter_px", "shape",
                  "grain", "lattice_constant_px", "orientation_deg", "angle_deg", "area_px",
@@ -100,6 +135,87 @@ class SimulatedMicrograph:
     labels: np.ndarray
     truth: pd.DataFrame
     params: dict
+
+
+@dataclass(frozen=True)
+class SimulationParams:
+    """What is simulated, apart from the image size, layout, modality and seed.
+
+    Every value is checked (and numbers turned into floats, names into lower case) when the
+    object is made, so a bad value fails here with a clear message. `simulate_micrograph` takes
+    one of these, or its fields as keyword arguments; `sagegan.layouts` fits them to real masks.
+
+    Attributes
+    ----------
+    shape : {"disc", "sphere", "cube", "rod"}
+        Disc and sphere share the footprint (a sphere is shaded as a dome); cube is a rounded
+        square turned with its grain; rod is a capsule `aspect_ratio` times longer than wide.
+    mean_diameter_px : float
+        Mean particle diameter (cube edge, rod width) in px; at least 3, and at most 4 times the
+        image side (checked by `simulate_micrograph`).
+    diameter_sigma : float
+        Sigma of the lognormal size distribution (0 = monodisperse), in [0, 0.5].
+    gap_fraction : float
+        Lattice constant = ``mean_diameter_px * (1 + gap_fraction)``: small values leave thin
+        gaps, and the larger particles touch. In [0, 2].
+    n_grains : int
+        Number of lattice grains (Voronoi cells with their own orientation), at least 1.
+    vacancy_fraction : float
+        Fraction of lattice sites left empty (lattice layouts), in [0, 1).
+    jitter_fraction : float
+        Standard deviation of the centre displacement, as a fraction of the lattice constant, in
+        [0, 0.5].
+    coverage : float
+        Fraction of the area covered by the monolayer, in (0, 1]; below 1, a smooth random field
+        leaves islands and voids.
+    dose : float
+        Electrons per pixel at full brightness, > 0; lower dose is noisier (Poisson shot noise).
+    blur_sigma_px : float
+        Gaussian defocus / probe blur in px, in [0, 20].
+    scan_line_noise : float or None
+        Standard deviation of the per-row intensity offset, in [0, 1]; None: 0.02 for SEM, 0 for
+        TEM (a scan-line offset belongs to a scanned beam).
+    background_gradient : float
+        Strength of the uneven illumination (linear ramp plus smooth blobs), as a fraction, in
+        [0, 1].
+    aspect_ratio : float
+        Length / width of rods (ignored by the other shapes), in [1, 20].
+
+    Examples
+    --------
+    >>> params = SimulationParams(shape="cube", mean_diameter_px=12)
+    >>> params.mean_diameter_px, params.gap_fraction
+    (12.0, 0.08)
+    >>> SimulationParams(coverage=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: coverage must lie in (0.0, 1.0], got 0
+    """
+
+    shape: str = "disc"
+    mean_diameter_px: float = 24.0
+    diameter_sigma: float = 0.08
+    gap_fraction: float = 0.08
+    n_grains: int = 3
+    vacancy_fraction: float = 0.03
+    jitter_fraction: float = 0.03
+    coverage: float = 1.0
+    dose: float = 150.0
+    blur_sigma_px: float = 0.8
+    scan_line_noise: float | None = None
+    background_gradient: float = 0.15
+    aspect_ratio: float = 3.0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):  # in field order, so the first bad value is the one reported
+            value = getattr(self, f.name)
+            if f.name == "shape":
+                value = _check_choice("shape", value, SHAPES)
+            elif f.name == "n_grains":
+                value = _check_count("n_grains", value)
+            elif not (f.name == "scan_line_noise" and value is None):
+                value = _check_param(f.name, value)
+            object.__setattr__(self, f.name, value)
 
 
 @dataclass
@@ -138,6 +254,20 @@ def _check_number(name: str, value: Any, low: float, high: float = math.inf, *,
         right = ")" if high_open else "]"
         raise ValueError(f"{name} must lie in {left}{low}, {high}{right}, got {value!r}")
     return number
+
+
+def _check_param(name: str, value: Any, high: float | None = None) -> float:
+    """A number of `SimulationParams` in its range (`PARAM_RANGES`; `high` overrides the top)."""
+    low, top = PARAM_RANGES[name]
+    low_open, high_open = _OPEN_ENDS.get(name, (False, False))
+    return _check_number(name, value, low, top if high is None else high,
+                         low_open=low_open, high_open=high_open)
+
+
+def _check_count(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
 
 
 def _check_side(name: str, value: Any) -> int:
@@ -340,82 +470,95 @@ def _subset(placement: _Placement, keep: np.ndarray) -> _Placement:
                       placement.lattice_constant)
 
 
-def _place_particles(rng: np.random.Generator, height: int, width: int, layout: str, shape: str,
-                     mean_diameter: float, diameter_sigma: float, gap_fraction: float,
-                     n_grains: int, vacancy_fraction: float, jitter_fraction: float,
-                     coverage: float, aspect_ratio: float) -> _Placement:
+def _place_particles(rng: np.random.Generator, height: int, width: int, layout: str,
+                     p: SimulationParams) -> _Placement:
     """Centres, sizes and angles of all particles for one micrograph (before drawing)."""
-    spacing = mean_diameter * (1.0 + gap_fraction)  # nearest-neighbour centre distance
-    length = mean_diameter * (aspect_ratio if shape == "rod" else 1.0)
+    spacing = p.mean_diameter_px * (1.0 + p.gap_fraction)  # nearest-neighbour centre distance
+    length = p.mean_diameter_px * (p.aspect_ratio if p.shape == "rod" else 1.0)
     pad = 0.5 * length + 2.0  # particles cut by the image edge are part of a real micrograph
-    # Randomly turned cubes need their corners cleared: about the circumcircle of a rounded cube.
-    cube_scale = 1.02 if layout in _LATTICES else 1.3
-
     if layout in _LATTICES:
-        if shape == "rod":  # rods stand side by side in rows, rows stacked along the rod axis
-            stack = length * (1.0 + gap_fraction)
-            period = 180.0
-        else:
-            stack = spacing * (math.sqrt(3.0) / 2.0 if layout == "hex" else 1.0)
-            period = 60.0 if layout == "hex" else 90.0
-        x, y, grain, grain_angles = _lattice_centres(rng, height, width, layout, spacing, stack,
-                                                     n_grains, pad, period)
-        x = x + rng.normal(0.0, jitter_fraction * spacing, x.size)
-        y = y + rng.normal(0.0, jitter_fraction * spacing, y.size)
-        angle = np.radians(grain_angles[grain])
-        if shape == "rod":
-            angle = angle + math.pi / 2.0  # rod axis across the row direction
-        if shape in ("cube", "rod"):  # a little orientational disorder, as in real superlattices
-            angle = angle + np.radians(rng.normal(0.0, 2.0, x.size))
-        placement = _Placement(x, y, _lognormal_sizes(rng, x.size, mean_diameter, diameter_sigma),
-                               angle, grain, [float(a) for a in grain_angles], spacing)
-        placement = _subset(placement, rng.random(x.size) >= vacancy_fraction)
-        reach = 0.85
+        placement = _place_on_lattice(rng, height, width, layout, p, spacing, length, pad)
+        reach, cube_scale = 0.85, LATTICE_CUBE_SCALE
     else:
-        area = (width + 2 * pad) * (height + 2 * pad)
-        if layout == "random" and shape != "rod":
-            # Packing fraction of the exclusion discs: a relaxed random packing in 2-D jams near
-            # 0.84, so 0.83 gives dense, mostly touching, amorphous arrays.
-            scale = (1.0 + gap_fraction) * (0.92 * cube_scale if shape == "cube" else 1.0)
-            n = int(round(0.83 * area / (math.pi * (0.5 * mean_diameter * scale) ** 2)))
-            sizes = _lognormal_sizes(rng, n, mean_diameter, diameter_sigma)
-            x, y = _relax_dense(rng, height, width, pad, 0.5 * sizes * scale)
-            reach = 0.92
-        else:
-            # Uniform candidates thinned by sequential adsorption below. Rods are not relaxed:
-            # adsorbing locally aligned rods gives the dense nematic patches real rods form.
-            inflated = mean_diameter * length * (1.0 + gap_fraction) ** 2
-            if layout == "sparse":
-                reach = 1.5 * (1.0 + gap_fraction)
-                n = int(round(1.2 * area / (inflated * reach**2)))
-            else:
-                reach = 1.0 + gap_fraction
-                n = int(round(4.0 * area / inflated))
-            x = rng.uniform(-pad, width + pad, n)
-            y = rng.uniform(-pad, height + pad, n)
-            sizes = _lognormal_sizes(rng, n, mean_diameter, diameter_sigma)
-        if shape == "rod":  # rods align locally (nematic domains) rather than point anywhere
-            field = _coarse_noise(rng, height, width, 6.0 * length)
-            angle = math.pi * _sample_noise(field, 6.0 * length, x, y) + rng.normal(0, 0.1, x.size)
-        elif shape == "cube":
-            angle = rng.uniform(0.0, math.pi / 2.0, x.size)
-        else:
-            angle = np.zeros(x.size)
-        placement = _Placement(x, y, sizes, angle, np.zeros(x.size, int), [], math.nan)
-
-    if coverage < 1.0:  # islands and voids: keep particles where a smooth field is high
-        cell = 5.0 * spacing
-        field = _coarse_noise(rng, height, width, cell)
-        rows, cols = np.mgrid[0:height:8, 0:width:8]
-        over_image = _sample_noise(field, cell, cols.ravel(), rows.ravel())
-        threshold = np.quantile(over_image, 1.0 - coverage)
-        at_centres = _sample_noise(field, cell, placement.x, placement.y)
-        placement = _subset(placement, at_centres >= threshold)
-
-    placement = _subset(placement, _sequential_adsorption(rng, placement, shape, aspect_ratio,
+        placement, reach = _place_at_random(rng, height, width, layout, p, length, pad)
+        cube_scale = FREE_CUBE_SCALE
+    if p.coverage < 1.0:
+        placement = _subset(placement, _in_islands(rng, height, width, placement, p.coverage,
+                                                   5.0 * spacing))
+    placement = _subset(placement, _sequential_adsorption(rng, placement, p.shape, p.aspect_ratio,
                                                           cube_scale, reach))
     order = np.lexsort((placement.x, placement.y))  # ids run roughly in raster order
     return _subset(placement, order)
+
+
+def _place_on_lattice(rng: np.random.Generator, height: int, width: int, layout: str,
+                      p: SimulationParams, spacing: float, length: float,
+                      pad: float) -> _Placement:
+    """Jittered lattice sites in grains, with sizes and angles, less the vacancies."""
+    if p.shape == "rod":  # rods stand side by side in rows, rows stacked along the rod axis
+        stack = length * (1.0 + p.gap_fraction)
+        period = 180.0
+    else:
+        stack = spacing * (math.sqrt(3.0) / 2.0 if layout == "hex" else 1.0)
+        period = 60.0 if layout == "hex" else 90.0
+    x, y, grain, grain_angles = _lattice_centres(rng, height, width, layout, spacing, stack,
+                                                 p.n_grains, pad, period)
+    x = x + rng.normal(0.0, p.jitter_fraction * spacing, x.size)
+    y = y + rng.normal(0.0, p.jitter_fraction * spacing, y.size)
+    angle = np.radians(grain_angles[grain])
+    if p.shape == "rod":
+        angle = angle + math.pi / 2.0  # rod axis across the row direction
+    if p.shape in ("cube", "rod"):  # a little orientational disorder, as in real superlattices
+        angle = angle + np.radians(rng.normal(0.0, 2.0, x.size))
+    sizes = _lognormal_sizes(rng, x.size, p.mean_diameter_px, p.diameter_sigma)
+    placement = _Placement(x, y, sizes, angle, grain, [float(a) for a in grain_angles], spacing)
+    return _subset(placement, rng.random(x.size) >= p.vacancy_fraction)
+
+
+def _place_at_random(rng: np.random.Generator, height: int, width: int, layout: str,
+                     p: SimulationParams, length: float, pad: float) -> tuple[_Placement, float]:
+    """Candidates of a dense or sparse random layer, and the `reach` that thins them out."""
+    area = (width + 2 * pad) * (height + 2 * pad)
+    if layout == "random" and p.shape != "rod":
+        # Packing fraction of the exclusion discs: a relaxed random packing in 2-D jams near
+        # 0.84, so 0.83 gives dense, mostly touching, amorphous arrays.
+        scale = (1.0 + p.gap_fraction) * (DENSE_CUBE_SCALE if p.shape == "cube" else 1.0)
+        n = int(round(0.83 * area / (math.pi * (0.5 * p.mean_diameter_px * scale) ** 2)))
+        sizes = _lognormal_sizes(rng, n, p.mean_diameter_px, p.diameter_sigma)
+        x, y = _relax_dense(rng, height, width, pad, 0.5 * sizes * scale)
+        reach = 0.92
+    else:
+        # Uniform candidates thinned by sequential adsorption. Rods are not relaxed: adsorbing
+        # locally aligned rods gives the dense nematic patches real rods form.
+        inflated = p.mean_diameter_px * length * (1.0 + p.gap_fraction) ** 2
+        if layout == "sparse":
+            reach = SPARSE_REACH * (1.0 + p.gap_fraction)
+            n = int(round(1.2 * area / (inflated * reach**2)))
+        else:
+            reach = 1.0 + p.gap_fraction
+            n = int(round(4.0 * area / inflated))
+        x = rng.uniform(-pad, width + pad, n)
+        y = rng.uniform(-pad, height + pad, n)
+        sizes = _lognormal_sizes(rng, n, p.mean_diameter_px, p.diameter_sigma)
+    if p.shape == "rod":  # rods align locally (nematic domains) rather than point anywhere
+        field = _coarse_noise(rng, height, width, 6.0 * length)
+        angle = math.pi * _sample_noise(field, 6.0 * length, x, y) + rng.normal(0, 0.1, x.size)
+    elif p.shape == "cube":
+        angle = rng.uniform(0.0, math.pi / 2.0, x.size)
+    else:
+        angle = np.zeros(x.size)
+    return _Placement(x, y, sizes, angle, np.zeros(x.size, int), [], math.nan), reach
+
+
+def _in_islands(rng: np.random.Generator, height: int, width: int, placement: _Placement,
+                coverage: float, cell: float) -> np.ndarray:
+    """Which particles lie in the islands: where a smooth field is high, on `coverage` of the
+    image (the rest is voids)."""
+    field = _coarse_noise(rng, height, width, cell)
+    rows, cols = np.mgrid[0:height:8, 0:width:8]
+    over_image = _sample_noise(field, cell, cols.ravel(), rows.ravel())
+    threshold = np.quantile(over_image, 1.0 - coverage)
+    return _sample_noise(field, cell, placement.x, placement.y) >= threshold
 
 
 # --------------------------------------------------------------------------------------------
@@ -432,7 +575,7 @@ def _signed_distance(shape: str, dx: np.ndarray, dy: np.ndarray, size: float, an
     v = dy * c - dx * s
     if shape == "cube":
         half = 0.5 * size
-        corner = _CUBE_CORNER * half
+        corner = CUBE_CORNER * half
         qu = np.abs(u) - (half - corner)
         qv = np.abs(v) - (half - corner)
         outside = np.hypot(np.maximum(qu, 0.0), np.maximum(qv, 0.0))
@@ -495,9 +638,11 @@ def _clean_labels(labels: np.ndarray, nominal_area: np.ndarray) -> np.ndarray:
     return kept
 
 
-def _nominal_area(shape: str, size: np.ndarray, aspect_ratio: float) -> np.ndarray:
+def nominal_area(shape: str, size: np.ndarray | float, aspect_ratio: float) -> np.ndarray | float:
+    """Area in px of the drawn outline of a particle of nominal `size` (diameter, cube edge, rod
+    width), before pixels and neighbours cut it."""
     if shape == "cube":
-        return size**2 * (1.0 - (4.0 - math.pi) * (_CUBE_CORNER / 2.0) ** 2)
+        return size**2 * (1.0 - (4.0 - math.pi) * (CUBE_CORNER / 2.0) ** 2)
     if shape == "rod":
         return size**2 * ((aspect_ratio - 1.0) + math.pi / 4.0)
     return math.pi * (0.5 * size) ** 2
@@ -626,14 +771,9 @@ def _acquire(rng: np.random.Generator, clean: np.ndarray, blur_sigma_px: float, 
 
 
 def simulate_micrograph(size: int = 512, layout: str = "hex", modality: str = "sem",
-                        seed: int | Sequence[int] = 0, *, shape: str = "disc",
-                        mean_diameter_px: float = 24.0, diameter_sigma: float = 0.08,
-                        gap_fraction: float = 0.08, n_grains: int = 3,
-                        vacancy_fraction: float = 0.03, jitter_fraction: float = 0.03,
-                        coverage: float = 1.0, dose: float = 150.0, blur_sigma_px: float = 0.8,
-                        scan_line_noise: float | None = None, background_gradient: float = 0.15,
-                        aspect_ratio: float = 3.0,
-                        height: int | None = None, render: bool = True) -> SimulatedMicrograph:
+                        seed: int | Sequence[int] = 0, params: SimulationParams | None = None, *,
+                        height: int | None = None, render: bool = True,
+                        **overrides: Any) -> SimulatedMicrograph:
     """Simulate one SEM or TEM micrograph of a nanoparticle monolayer with exact instance labels.
 
     Parameters
@@ -648,40 +788,18 @@ def simulate_micrograph(size: int = 512, layout: str = "hex", modality: str = "s
         SEM: bright particles, bright edges, dark gaps. TEM: dark particles on a bright film.
     seed : int or sequence of int
         Seed for `numpy.random.default_rng`; the same seed gives the same micrograph.
-    shape : {"disc", "sphere", "cube", "rod"}
-        Disc and sphere share the footprint (a sphere is shaded as a dome); cube is a rounded
-        square turned with its grain; rod is a capsule `aspect_ratio` times longer than wide.
-    mean_diameter_px : float
-        Mean particle diameter (cube edge, rod width) in px.
-    diameter_sigma : float
-        Sigma of the lognormal size distribution (0 = monodisperse).
-    gap_fraction : float
-        Lattice constant = ``mean_diameter_px * (1 + gap_fraction)``: small values leave thin
-        gaps, and the larger particles touch.
-    n_grains : int
-        Number of lattice grains (Voronoi cells with their own orientation).
-    vacancy_fraction : float
-        Fraction of lattice sites left empty (lattice layouts).
-    jitter_fraction : float
-        Standard deviation of the centre displacement, as a fraction of the lattice constant.
-    coverage : float
-        Fraction of the area covered by the monolayer, in (0, 1]; below 1, a smooth random field
-        leaves islands and voids.
-    dose : float
-        Electrons per pixel at full brightness; lower dose is noisier (Poisson shot noise).
-    blur_sigma_px : float
-        Gaussian defocus / probe blur in px.
-    scan_line_noise : float or None
-        Standard deviation of the per-row intensity offset; None: 0.02 for SEM, 0 for TEM.
-    background_gradient : float
-        Strength of the uneven illumination (linear ramp plus smooth blobs), as a fraction.
-    aspect_ratio : float
-        Length / width of rods (ignored by the other shapes).
+    params : SimulationParams or None
+        Particles, arrangement and imaging; None: the defaults of `SimulationParams`.
     height : int or None
         Image height in px for non-square images; None: same as `size`.
     render : bool
         False skips the imaging stage (``image`` is then None): a fast way to draw mask layouts
         only. The labels and truth are the same either way.
+    **overrides
+        Fields of `SimulationParams` (``shape``, ``mean_diameter_px``, ``diameter_sigma``,
+        ``gap_fraction``, ``n_grains``, ``vacancy_fraction``, ``jitter_fraction``, ``coverage``,
+        ``dose``, ``blur_sigma_px``, ``scan_line_noise``, ``background_gradient``,
+        ``aspect_ratio``), each replacing the value in `params`.
 
     Returns
     -------
@@ -694,36 +812,27 @@ def simulate_micrograph(size: int = 512, layout: str = "hex", modality: str = "s
     ------
     ValueError
         If an argument is out of range or names an unknown layout, modality or shape.
+    TypeError
+        If `params` is not a `SimulationParams`, or an override names no field of it.
 
     Examples
     --------
     >>> sim = simulate_micrograph(128, layout="square", modality="tem", seed=3, shape="cube")
     >>> int(sim.labels.max()) == len(sim.truth)
     True
+    >>> again = simulate_micrograph(128, "square", "tem", 3, SimulationParams(shape="cube"))
+    >>> bool((again.image == sim.image).all())
+    True
     """
     width = _check_side("size", size)
     height = width if height is None else _check_side("height", height)
     requested_layout = _check_choice("layout", layout, LAYOUTS)
     modality = _check_choice("modality", modality, MODALITIES)
-    shape = _check_choice("shape", shape, SHAPES)
     seed = _check_seed(seed)
-    mean_diameter_px = _check_number("mean_diameter_px", mean_diameter_px, 3.0,
-                                     4.0 * max(width, height))
-    diameter_sigma = _check_number("diameter_sigma", diameter_sigma, 0.0, 0.5)
-    gap_fraction = _check_number("gap_fraction", gap_fraction, 0.0, 2.0)
-    if isinstance(n_grains, bool) or not isinstance(n_grains, (int, np.integer)) or n_grains < 1:
-        raise ValueError(f"n_grains must be a positive integer, got {n_grains!r}")
-    n_grains = int(n_grains)
-    vacancy_fraction = _check_number("vacancy_fraction", vacancy_fraction, 0.0, 1.0, high_open=True)
-    jitter_fraction = _check_number("jitter_fraction", jitter_fraction, 0.0, 0.5)
-    coverage = _check_number("coverage", coverage, 0.0, 1.0, low_open=True)
-    dose = _check_number("dose", dose, 0.0, low_open=True)
-    blur_sigma_px = _check_number("blur_sigma_px", blur_sigma_px, 0.0, 20.0)
-    if scan_line_noise is None:
-        scan_line_noise = _DEFAULT_SCAN_LINE_NOISE[modality]
-    scan_line_noise = _check_number("scan_line_noise", scan_line_noise, 0.0, 1.0)
-    background_gradient = _check_number("background_gradient", background_gradient, 0.0, 1.0)
-    aspect_ratio = _check_number("aspect_ratio", aspect_ratio, 1.0, 20.0)
+    p = _with_overrides(params, overrides)
+    _check_param("mean_diameter_px", p.mean_diameter_px, high=diameter_range(height, width)[1])
+    scan_line_noise = (_DEFAULT_SCAN_LINE_NOISE[modality] if p.scan_line_noise is None
+                       else p.scan_line_noise)
 
     # Separate streams per stage: imaging settings never move particles, and vice versa. The
     # layout stream is always drawn, so a "mixed" image is reproduced by its concrete layout.
@@ -731,39 +840,56 @@ def simulate_micrograph(size: int = 512, layout: str = "hex", modality: str = "s
     mixed_choice = str(layout_rng.choice(_CONCRETE_LAYOUTS, p=_MIXED_WEIGHTS))
     layout = mixed_choice if requested_layout == "mixed" else requested_layout
 
-    placement = _place_particles(placement_rng, height, width, layout, shape, mean_diameter_px,
-                                 diameter_sigma, gap_fraction, n_grains, vacancy_fraction,
-                                 jitter_fraction, coverage, aspect_ratio)
-    labels, depth = _draw_particles(placement, height, width, shape, aspect_ratio)
-    kept = _clean_labels(labels, _nominal_area(shape, placement.size, aspect_ratio))
+    placement = _place_particles(placement_rng, height, width, layout, p)
+    labels, depth = _draw_particles(placement, height, width, p.shape, p.aspect_ratio)
+    kept = _clean_labels(labels, nominal_area(p.shape, placement.size, p.aspect_ratio))
     depth[labels == 0] = 0.0
-    truth = _truth_table(labels, placement, kept, shape, layout)
-
+    truth = _truth_table(labels, placement, kept, p.shape, layout)
     image = None
     if render:
-        half_width = np.concatenate([[0.0], 0.5 * placement.size[kept - 1]]).astype(np.float32)
-        if modality == "sem":
-            clean = _render_sem(imaging_rng, labels, depth, half_width, shape, mean_diameter_px)
-        else:
-            clean = _render_tem(imaging_rng, labels, depth, half_width, shape)
-        image = _acquire(imaging_rng, clean, blur_sigma_px, dose, scan_line_noise,
-                         background_gradient)
+        image = _image(imaging_rng, labels, depth, placement.size[kept - 1], modality, p,
+                       scan_line_noise)
 
-    lattice_constant = placement.lattice_constant if layout in _LATTICES else None
-    params = {
+    lattice = layout in _LATTICES
+    record = {
         "size": width, "height": height, "layout": layout, "modality": modality, "seed": seed,
-        "shape": shape, "mean_diameter_px": mean_diameter_px, "diameter_sigma": diameter_sigma,
-        "gap_fraction": gap_fraction, "n_grains": n_grains, "vacancy_fraction": vacancy_fraction,
-        "jitter_fraction": jitter_fraction, "coverage": coverage, "dose": dose,
-        "blur_sigma_px": blur_sigma_px, "scan_line_noise": scan_line_noise,
-        "background_gradient": background_gradient, "aspect_ratio": aspect_ratio,
+        **asdict(p), "scan_line_noise": scan_line_noise,
         # derived, for the record
         "requested_layout": requested_layout, "width": width,
-        "lattice_constant_px": lattice_constant,
-        "grain_orientations_deg": placement.grain_angle_deg if layout in _LATTICES else [],
+        "lattice_constant_px": placement.lattice_constant if lattice else None,
+        "grain_orientations_deg": placement.grain_angle_deg if lattice else [],
         "n_particles": int(kept.size),
     }
-    return SimulatedMicrograph(image=image, labels=labels, truth=truth, params=params)
+    return SimulatedMicrograph(image=image, labels=labels, truth=truth, params=record)
+
+
+def diameter_range(height: int, width: int) -> tuple[float, float]:
+    """Smallest and largest ``mean_diameter_px`` the simulator takes for an image of this size."""
+    return PARAM_RANGES["mean_diameter_px"][0], _MAX_DIAMETER_PER_SIDE * max(height, width)
+
+
+def _with_overrides(params: SimulationParams | None, overrides: dict) -> SimulationParams:
+    """`params` (default: the defaults) with some fields replaced, checked again."""
+    if params is None:
+        params = SimulationParams()
+    elif not isinstance(params, SimulationParams):
+        raise TypeError(f"params must be a SimulationParams, got {type(params).__name__}")
+    unknown = set(overrides) - {f.name for f in fields(SimulationParams)}
+    if unknown:
+        raise TypeError(f"unknown simulation parameters {sorted(unknown)}; the fields of "
+                        f"SimulationParams are {[f.name for f in fields(SimulationParams)]}")
+    return replace(params, **overrides) if overrides else params
+
+
+def _image(rng: np.random.Generator, labels: np.ndarray, depth: np.ndarray, sizes: np.ndarray,
+           modality: str, p: SimulationParams, scan_line_noise: float) -> np.ndarray:
+    """The imaging stage: contrast of the modality, then blur, illumination and noise."""
+    half_width = np.concatenate([[0.0], 0.5 * sizes]).astype(np.float32)
+    if modality == "sem":
+        clean = _render_sem(rng, labels, depth, half_width, p.shape, p.mean_diameter_px)
+    else:
+        clean = _render_tem(rng, labels, depth, half_width, p.shape)
+    return _acquire(rng, clean, p.blur_sigma_px, p.dose, scan_line_noise, p.background_gradient)
 
 
 def simulate_dataset(out_dir: str | Path, n: int, size: int = 512, layout: str = "hex",
@@ -788,7 +914,8 @@ def simulate_dataset(out_dir: str | Path, n: int, size: int = 512, layout: str =
     nm_per_px : float or None
         Nominal pixel size recorded with the set; when given, truth.csv also has diameters in nm.
     **kwargs
-        Passed on to `simulate_micrograph` (shape, dose, coverage, ...).
+        Passed on to `simulate_micrograph`: ``params`` (a `SimulationParams`), ``height``, or
+        fields of `SimulationParams` (shape, dose, coverage, ...).
 
     Returns
     -------

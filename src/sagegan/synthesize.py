@@ -5,7 +5,7 @@ Layouts:
   canonical particle scale, each with a new latent z (what the reference systems do);
 * ``new``   — layouts no reference system makes: drawn from the layout model fitted to the
   training masks at train time (size distribution, shape, spacing, lattice type, coverage;
-  :mod:`sagegan.masks`), then rendered by the generator;
+  :mod:`sagegan.layouts`), then rendered by the generator;
 * ``mixed`` — half of each.
 
 Styles (the latent z of each image):
@@ -27,11 +27,10 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
-from .checkpoint import write_json
-from .data import class_map, median_diameter, scale_factor_for
-from .gan_losses import foreground_boundary_channels
-from .io import InputError, load_pairs, resolve_data_dirs, write_image, write_labels
-from .train_gan import STYLE_ENCODER_FILE, load_generator
+from .data import class_map, median_ecd, scale_factor_for
+from .io import InputError, load_pairs, resolve_data_dirs, write_image, write_json, write_labels
+from .losses import foreground_boundary_channels
+from .runs import has_style_encoder, load_generator, load_style_encoder
 
 LAYOUT_CHOICES = ("real", "new", "mixed")
 STYLE_CHOICES = ("random", "real")
@@ -46,11 +45,15 @@ def generator_mask(labels: np.ndarray, device: torch.device | str = "cpu") -> to
 @torch.inference_mode()
 def render(generator, labels: np.ndarray, z: torch.Tensor | None = None,
            generator_rng: torch.Generator | None = None) -> np.ndarray:
-    """Generated image (float32, [0, 1]) for one instance-label map whose sides fit the generator."""
+    """Generated image (float32, [0, 1]) for one instance-label map whose sides fit the generator.
+
+    ``generator_rng`` draws z (unless given) and the generator's noise inputs, so a seeded
+    generator gives the same image every time.
+    """
     mask = generator_mask(labels, next(generator.parameters()).device)
     if z is None:
         z = torch.randn(1, generator.latent_dim, generator=generator_rng).to(mask.device)
-    return generator(mask, z)[0, 0].float().cpu().numpy()
+    return generator(mask, z, generator=generator_rng)[0, 0].float().cpu().numpy()
 
 
 def _fit(labels: np.ndarray, divisor: int) -> np.ndarray:
@@ -66,11 +69,11 @@ def real_layouts(masks: list[np.ndarray], canonical: float | None, n: int, size:
     """Training masks zoomed to the canonical scale, flipped, rotated and cropped to ``size``."""
     from scipy import ndimage as ndi
 
-    from .masks import augment_real_mask
+    from .layouts import augment_real_mask
 
     zoomed = []
     for labels in masks:
-        scale = scale_factor_for(median_diameter(labels), canonical) if canonical else 1.0
+        scale = scale_factor_for(median_ecd(labels), canonical) if canonical else 1.0
         zoomed.append(labels if abs(scale - 1) < 1e-3 else
                       ndi.zoom(labels, scale, order=0, grid_mode=True, mode="grid-constant"))
     for _ in range(n):
@@ -81,13 +84,10 @@ def real_layouts(masks: list[np.ndarray], canonical: float | None, n: int, size:
 def real_style_latents(model: str | Path, config: dict, samples: list, size: int, rng: np.random.Generator,
                        latent_rng: torch.Generator) -> Iterable[torch.Tensor]:
     """Latents (1, latent_dim) encoded from random ``size`` patches of random training images."""
-    from .checkpoint import load_module_weights
     from .data import prepare, sample_patch
     from .nets.style_encoder import StyleEncoder
 
-    encoder = StyleEncoder(**config["style_encoder"])
-    load_module_weights(encoder, Path(model) / STYLE_ENCODER_FILE)
-    encoder.eval()
+    encoder = load_style_encoder(model, config)
     items = [prepare(s, config.get("canonical_diameter_px")) for s in samples]
     while True:
         patch = sample_patch(items[int(rng.integers(len(items)))], size, rng, None)[0]
@@ -120,7 +120,7 @@ def synthesize(model: str | Path, n: int, out: str | Path, layouts: str = "mixed
     ``real`` layouts and ``real`` styles re-read the training pairs from where the GAN run
     recorded them, or from ``data`` / ``images`` + ``masks`` (+ ``split``) when given.
     """
-    from .masks import LayoutModel, draw_layout
+    from .layouts import LayoutModel, draw_layout
 
     if layouts not in LAYOUT_CHOICES:
         raise ValueError(f"--layouts must be one of {', '.join(LAYOUT_CHOICES)}, got {layouts!r}")
@@ -129,7 +129,7 @@ def synthesize(model: str | Path, n: int, out: str | Path, layouts: str = "mixed
     if n < 1:
         raise ValueError("--n must be at least 1")
     generator, config = load_generator(model)
-    if styles == "real" and ("style_encoder" not in config or not (Path(model) / STYLE_ENCODER_FILE).exists()):
+    if styles == "real" and not has_style_encoder(model, config):
         raise InputError(f"{model}: no style encoder in this run (train it with `train-gan --style-encoder`), "
                          "so --styles real is not possible; use --styles random")
     divisor = generator.divisor

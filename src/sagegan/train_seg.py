@@ -8,9 +8,7 @@ the best checkpoint; stop early, at ``max_minutes`` or at ``epochs``. ``--resume
 
 from __future__ import annotations
 
-import csv
 import math
-import subprocess
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -19,14 +17,15 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .checkpoint import (load_tensors, optimizer_tensors, read_json, restore_optimizer, save_tensors,
-                         write_json)
-from .data import Augment, PreparedImage, make_batch, median_diameter, prepare
-from .infer import (MIN_AREA_FRACTION, MODEL_FILE, Segmenter, calibrate_autocorr, default_min_area,
-                    instances_from_maps, predict_maps)
-from .io import InputError, Sample
+from .data import Augment, PreparedImage, make_batch, prepare
+from .infer import calibrate_autocorr
+from .io import InputError, Sample, read_json, write_json
 from .losses import OUT_CHANNELS, segmentation_loss
 from .nets.attention_unet import AttentionUNet
+from .progress import StepBar, TrainingCallbacks, TrainingLog
+from .runs import (DEFAULT_POSTPROCESS, SEGMENTER_FILE, Segmenter, TrainingState, git_commit, load_module_weights,
+                   resolve_device, save_tensors)
+from .validation import selection_score, split_validation, tune_postprocess
 
 ARCHS = ("attention-unet", "unet")
 
@@ -47,6 +46,7 @@ class SegTrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     epochs: int = 200                # an epoch = one patch per training image
+    max_steps: int | None = None     # a cap on the steps that ``epochs`` gives
     max_minutes: float | None = None
     val_every: int = 200
     val_max_images: int = 24
@@ -76,96 +76,9 @@ class SegTrainConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available")
-    if name not in ("cpu", "cuda"):
-        raise ValueError(f"unknown --device {name!r} (expected auto, cpu or cuda)")
-    return torch.device(name)
-
-
-def git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def split_validation(samples: Sequence[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
-    """Hold out ``fraction`` of the samples (at least one when there are two or more)."""
-    if len(samples) < 2:
-        return list(samples), []
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(samples))
-    n_val = max(1, int(round(fraction * len(samples))))
-    val = {int(i) for i in order[:n_val]}
-    return [s for i, s in enumerate(samples) if i not in val], [s for i, s in enumerate(samples) if i in val]
-
-
-def validate(seg: Segmenter, val: Sequence[PreparedImage],
-             thresholds: Sequence[tuple[float, ...]] = ((0.5, 0.5),)) -> dict[tuple[float, ...], tuple[float, float]]:
-    """Mean F1@0.5 and Dice over validation images for each post-processing setting.
-
-    A setting is (fg threshold, seed threshold) or (fg, seed, min area fraction); the fraction
-    defaults to the model's. Images are predicted at their ground-truth scale (the oracle zoom),
-    once; the settings only change the cheap watershed step.
-    """
-    from .metrics import evaluate_pair
-
-    seg.net.eval()
-    scores: dict[tuple[float, ...], list] = {t: [] for t in thresholds}
-    model_fraction = seg.postprocess["min_area_fraction"]
-    for item in val:
-        maps = predict_maps(seg, item.image, item.scale)
-        for setting in thresholds:
-            fg, seed, fraction = (*setting, model_fraction)[:3]
-            labels = instances_from_maps(maps["probs"], maps["distance"], fg, seed,
-                                         default_min_area(seg.canonical_diameter_px, item.scale, fraction))
-            r = evaluate_pair(labels, item.labels)
-            scores[setting].append((r["f1_50"], r["dice"]))
-    return {t: tuple(float(np.mean(v)) for v in zip(*rows)) if rows else (float("nan"), float("nan"))
-            for t, rows in scores.items()}
-
-
-# Checkpoints are chosen by validation F1 at the best of a few watershed settings rather than at
-# one fixed setting: models early and late in training, and models trained on a handful of images,
-# prefer different thresholds, and at a fixed one a good model can score 0 (seen with k = 8 EMPS
-# images, where one such validation image made a run keep its first checkpoint). Ties go to Dice,
-# then to the later checkpoint (an uninformative validation set then keeps the latest weights).
-SELECTION_GRID = ((0.4, 0.3), (0.4, 0.5), (0.5, 0.4), (0.5, 0.6))
-DICE_TIEBREAK = 1e-3
-
-
-def selection_score(seg: Segmenter, val: Sequence[PreparedImage]) -> tuple[float, float, float]:
-    """(score, F1@0.5, Dice) for choosing checkpoints: see ``SELECTION_GRID``; compare with ``>=``."""
-    f1, dice = max(validate(seg, val, SELECTION_GRID).values())  # by F1, then Dice
-    return f1 + DICE_TIEBREAK * dice, f1, dice
-
-
-def tune_postprocess(seg: Segmenter, val: Sequence[PreparedImage]) -> tuple[dict[str, float], tuple[float, float]]:
-    """Watershed thresholds, then the minimum particle area, that maximise validation F1@0.5.
-
-    Returns the ``postprocess`` settings (as stored in config.json) and their (F1@0.5, Dice).
-    """
-    # The thresholds are tuned at the default minimum area, whatever the model's config holds, so
-    # that re-tuning a tuned model gives the same result.
-    grid = [(fg, sd, MIN_AREA_FRACTION) for fg in (0.4, 0.5, 0.6) for sd in (0.3, 0.4, 0.5, 0.6, 0.7)]
-    scores = validate(seg, val, grid)
-    fg, sd, _ = max(scores, key=lambda t: scores[t][0])
-    # A larger minimum area removes fragments and debris (labels, scale bars) at some cost in
-    # small particles; on held-out EMPS images the best share was 0.3 of a canonical particle.
-    scores = validate(seg, val, [(fg, sd, fraction) for fraction in (0.05, 0.1, 0.2, 0.3, 0.5)])
-    (fg, sd, fraction), best = max(scores.items(), key=lambda kv: kv[1][0])
-    return {"fg_threshold": fg, "seed_threshold": sd, "min_area_fraction": fraction}, best
-
-
 def train_segmenter(train: Sequence[Sample], out: str | Path, config: SegTrainConfig | None = None,
                     val: Sequence[Sample] | None = None, resume: bool = False, progress: bool = True,
-                    init_weights: str | Path | None = None) -> Path:
+                    init_weights: str | Path | None = None, callbacks: TrainingCallbacks | None = None) -> Path:
     """Train a segmenter; writes ``segmenter.safetensors``, ``config.json`` and ``train_log.csv`` to ``out``.
 
     Parameters
@@ -174,6 +87,7 @@ def train_segmenter(train: Sequence[Sample], out: str | Path, config: SegTrainCo
     val : validation samples; when None, ``config.val_fraction`` of ``train`` is held out.
     resume : continue from ``out/last.safetensors``.
     init_weights : a segmenter.safetensors to start from (fine-tuning).
+    callbacks : hooks called after every step and every validation.
     """
     cfg = config or SegTrainConfig()
     out = Path(out)
@@ -185,28 +99,44 @@ def train_segmenter(train: Sequence[Sample], out: str | Path, config: SegTrainCo
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-
     train_items = [prepare(s, cfg.canonical_diameter_px) for s in train]
     val_items = [prepare(s, cfg.canonical_diameter_px) for s in list(val)[: cfg.val_max_images]]
     net = AttentionUNet.from_config(cfg.model_config())
     if init_weights is not None:
-        from .checkpoint import load_module_weights
-
         load_module_weights(net, init_weights)
-    # channels-last convolutions measured ~1.3x faster for a training step on 2 CPU cores
+    # channels-last convolutions are faster for a training step on CPU (BENCHMARKS.md)
     net = net.to(device, memory_format=torch.channels_last)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     # Validation F1 should rise: the scheduler watches it in "max" mode.
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.5, patience=3)
-    steps_per_epoch = max(1, math.ceil(len(train_items) / cfg.batch_size))
-    max_steps = cfg.epochs * steps_per_epoch
-    run_config: dict[str, Any] = {
+    run_config = _run_config(cfg, train, train_items, val_items, device)
+    saved = TrainingState({"model": net}, {"opt": opt}, sched, rng)
+    loop = _Loop(out, cfg, train_items, val_items, Segmenter(net, run_config, out), opt, sched, saved, device,
+                 callbacks or TrainingCallbacks())
+    if resume:
+        loop.state = saved.load(out, device)
+    elif loop.log_path.exists():
+        loop.log_path.unlink()
+    if resume and (out / "config.json").exists():  # keep what the earlier sitting found
+        previous = read_json(out / "config.json")
+        if "best_validation" in previous:
+            run_config["best_validation"] = previous["best_validation"]
+        run_config["resumed"] = True
+    write_json(out / "config.json", run_config)
+    stop_reason = loop.run(progress)
+    _finish(out, net, val_items, run_config, loop, stop_reason)
+    return out
+
+
+def _run_config(cfg: SegTrainConfig, train: Sequence[Sample], train_items: Sequence[PreparedImage],
+                val_items: Sequence[PreparedImage], device: torch.device) -> dict[str, Any]:
+    return {
         "kind": "sagegan-segmenter",
         "model": cfg.model_config(),
         "canonical_diameter_px": cfg.canonical_diameter_px,
         "normalisation": {"kind": "percentile", "low": 0.5, "high": 99.5},
         "patch_size": cfg.patch_size,
-        "postprocess": {"fg_threshold": 0.5, "seed_threshold": 0.5, "min_area_fraction": MIN_AREA_FRACTION},
+        "postprocess": dict(DEFAULT_POSTPROCESS),
         # calibrates --scale auto's first size estimate on the training images
         "autocorr_factor": calibrate_autocorr([s.image for s in train], [s.labels for s in train]),
         "train": asdict(cfg),
@@ -215,89 +145,101 @@ def train_segmenter(train: Sequence[Sample], out: str | Path, config: SegTrainCo
         "torch": torch.__version__,
         "device": str(device),
     }
-    state = {"step": 0, "best_f1": -1.0, "bad_validations": 0, "elapsed_s": 0.0}
-    log_path = out / "train_log.csv"
-    if resume:
-        state = _resume(out, net, opt, sched, rng, device)
-    elif log_path.exists():
-        log_path.unlink()
-    if resume and (out / "config.json").exists():  # keep what the earlier sitting found
-        previous = read_json(out / "config.json")
-        if "best_validation" in previous:
-            run_config["best_validation"] = previous["best_validation"]
-        run_config["resumed"] = True
-    write_json(out / "config.json", run_config)
 
-    use_amp = device.type == "cuda"
-    seg = Segmenter(net, run_config, out)
-    start = time.monotonic() - state["elapsed_s"]
-    budget_s = cfg.max_minutes * 60 if cfg.max_minutes else float("inf")
-    log_file = log_path.open("a", newline="")
-    log = csv.writer(log_file)
-    if log_path.stat().st_size == 0:
-        log.writerow(["step", "epoch", "elapsed_s", "loss", "lr", "val_f1_50", "val_dice"])
-    bar = _progress(progress, max_steps, state["step"])
-    losses: list[float] = []
-    stop_reason = "epochs"
-    try:
-        while state["step"] < max_steps:
-            if time.monotonic() - start > budget_s:
-                stop_reason = "max_minutes"
-                break
-            net.train()
-            image, classes, distance, weights = (torch.from_numpy(a).to(device) for a in
-                                                 make_batch(train_items, cfg.batch_size, cfg.patch_size, rng, cfg.augment))
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                outputs = net(image[:, None].contiguous(memory_format=torch.channels_last))
-            loss = segmentation_loss(outputs.float(), classes.long(), distance, weights, kind=cfg.loss)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            state["step"] += 1
-            losses.append(loss.item())
-            bar.update(1, loss=losses[-1])
-            if state["step"] % cfg.val_every == 0 or state["step"] == max_steps:
-                score, f1, dice = selection_score(seg, val_items) if val_items else (float("nan"),) * 3
-                state["elapsed_s"] = time.monotonic() - start
-                mean_loss = float(np.mean(losses))
-                log.writerow([state["step"], round(state["step"] / steps_per_epoch, 2), round(state["elapsed_s"], 1),
-                              round(mean_loss, 5), opt.param_groups[0]["lr"], round(f1, 4), round(dice, 4)])
-                log_file.flush()
-                losses.clear()
-                # Without validation images the (negated) training loss picks the checkpoint.
-                if not val_items:
-                    score = -mean_loss
-                sched.step(score)
-                if score >= state["best_f1"]:
-                    state["best_f1"], state["bad_validations"] = score, 0
-                    run_config["best_validation"] = {"step": state["step"], "f1_50": f1, "dice": dice}
-                    save_tensors(out / MODEL_FILE, net.state_dict())
-                    write_json(out / "config.json", run_config)
-                else:
-                    state["bad_validations"] += 1
-                _save_last(out, net, opt, sched, rng, state)
-                bar.set_description(f"val F1 {f1:.3f} (best {state['best_f1']:.3f})")
-                if state["bad_validations"] >= cfg.patience:
-                    stop_reason = "early_stopping"
-                    break
-    finally:
-        bar.close()
-        log_file.close()
-    if not (out / MODEL_FILE).exists():  # the budget ended before the first validation
-        save_tensors(out / MODEL_FILE, net.state_dict())
-    _save_last(out, net, opt, sched, rng, state)
-    # Tune the watershed thresholds of the best model on the validation images.
-    from .checkpoint import load_module_weights
 
-    load_module_weights(net, out / MODEL_FILE)
+class _Loop:
+    """Phase 1's loop and the state it carries between steps (saved by ``--resume``)."""
+
+    def __init__(self, out: Path, cfg: SegTrainConfig, train_items, val_items, seg: Segmenter, opt, sched,
+                 saved: TrainingState, device: torch.device, callbacks: TrainingCallbacks):
+        self.out, self.cfg, self.train_items, self.val_items = out, cfg, train_items, val_items
+        self.seg, self.net, self.opt, self.sched, self.saved = seg, seg.net, opt, sched, saved
+        self.device, self.callbacks = device, callbacks
+        self.state = {"step": 0, "best_f1": -1.0, "bad_validations": 0, "elapsed_s": 0.0}
+        self.log_path = out / "train_log.csv"
+        self.steps_per_epoch = max(1, math.ceil(len(train_items) / cfg.batch_size))
+        self.max_steps = cfg.epochs * self.steps_per_epoch
+        if cfg.max_steps is not None:
+            self.max_steps = min(self.max_steps, cfg.max_steps)
+        self.losses: list[float] = []
+
+    def run(self, progress: bool) -> str:
+        """Train until the epochs, the budget or patience run out; returns why it stopped."""
+        cfg = self.cfg
+        self.start = time.monotonic() - self.state["elapsed_s"]
+        budget_s = cfg.max_minutes * 60 if cfg.max_minutes else float("inf")
+        with TrainingLog(self.log_path, ["step", "epoch", "elapsed_s", "loss", "lr", "val_f1_50", "val_dice"]) as log:
+            bar = StepBar(self.max_steps, self.state["step"], progress, "training segmenter")
+            try:
+                while self.state["step"] < self.max_steps:
+                    if time.monotonic() - self.start > budget_s:
+                        return "max_minutes"
+                    self.train_step(bar)
+                    if self.state["step"] % cfg.val_every == 0 or self.state["step"] == self.max_steps:
+                        self.validate(log, bar)
+                        if self.state["bad_validations"] >= cfg.patience:
+                            return "early_stopping"
+            finally:
+                bar.close()
+        return "epochs"
+
+    def train_step(self, bar: StepBar) -> None:
+        cfg, device = self.cfg, self.device
+        self.net.train()
+        image, classes, distance, weights = (torch.from_numpy(a).to(device) for a in
+                                             make_batch(self.train_items, cfg.batch_size, cfg.patch_size,
+                                                        self.saved.rng, cfg.augment))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            outputs = self.net(image[:, None].contiguous(memory_format=torch.channels_last))
+        loss = segmentation_loss(outputs.float(), classes.long(), distance, weights, kind=cfg.loss)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.state["step"] += 1
+        self.losses.append(loss.item())
+        bar.update(1, loss=self.losses[-1])
+        self.callbacks.step(self.state["step"], loss=self.losses[-1], elapsed_s=time.monotonic() - self.start)
+
+    def validate(self, log: TrainingLog, bar: StepBar) -> None:
+        """Score the validation images, log, keep the best checkpoint, save the training state."""
+        state, run_config = self.state, self.seg.config
+        score, f1, dice = selection_score(self.seg, self.val_items) if self.val_items else (float("nan"),) * 3
+        state["elapsed_s"] = time.monotonic() - self.start
+        mean_loss = float(np.mean(self.losses))
+        lr = self.opt.param_groups[0]["lr"]
+        log.write([state["step"], round(state["step"] / self.steps_per_epoch, 2), round(state["elapsed_s"], 1),
+                   round(mean_loss, 5), lr, round(f1, 4), round(dice, 4)])
+        self.losses.clear()
+        # Without validation images the (negated) training loss picks the checkpoint.
+        if not self.val_items:
+            score = -mean_loss
+        self.sched.step(score)
+        if score >= state["best_f1"]:
+            state["best_f1"], state["bad_validations"] = score, 0
+            run_config["best_validation"] = {"step": state["step"], "f1_50": f1, "dice": dice}
+            save_tensors(self.out / SEGMENTER_FILE, self.net.state_dict())
+            write_json(self.out / "config.json", run_config)
+        else:
+            state["bad_validations"] += 1
+        self.saved.save(self.out, state)
+        bar.set_description(f"val F1 {f1:.3f} (best {state['best_f1']:.3f})")
+        self.callbacks.validation(state["step"], f1_50=f1, dice=dice, loss=mean_loss, lr=lr,
+                                  elapsed_s=state["elapsed_s"])
+
+
+def _finish(out: Path, net: AttentionUNet, val_items, run_config: dict, loop: _Loop, stop_reason: str) -> None:
+    """Save the last state, reload the best weights and tune their post-processing."""
+    if not (out / SEGMENTER_FILE).exists():  # the budget ended before the first validation
+        save_tensors(out / SEGMENTER_FILE, net.state_dict())
+    loop.saved.save(out, loop.state)
+    load_module_weights(net, out / SEGMENTER_FILE)
     if val_items:
-        run_config["postprocess"], (f1, dice) = tune_postprocess(seg, val_items)
+        run_config["postprocess"], (f1, dice) = tune_postprocess(Segmenter(net, run_config, out), val_items)
         run_config["best_validation"] = {**run_config.get("best_validation", {}), "tuned_f1_50": f1,
                                          "tuned_dice": dice}
-    run_config.update(stop_reason=stop_reason, steps=state["step"],
-                      train_seconds=round(time.monotonic() - start, 1))
+    run_config.update(stop_reason=stop_reason, steps=loop.state["step"],
+                      train_seconds=round(time.monotonic() - loop.start, 1))
     write_json(out / "config.json", run_config)
-    return out
 
 
 def _data_summary(train: Sequence[PreparedImage], val: Sequence[PreparedImage]) -> dict:
@@ -306,32 +248,3 @@ def _data_summary(train: Sequence[PreparedImage], val: Sequence[PreparedImage]) 
             "val_stems": [it.stem for it in val],
             "n_train_particles": int(sum(len(np.unique(it.labels)) - 1 for it in train)),
             "median_diameter_px_range": [float(np.nanmin(diam)), float(np.nanmax(diam))] if diam else None}
-
-
-def _progress(enabled: bool, total: int, done: int):
-    from .progress import StepBar
-
-    return StepBar(total, done, enabled, "training segmenter")
-
-
-def _save_last(out: Path, net, opt, sched, rng: np.random.Generator, state: dict) -> None:
-    tensors = {f"model.{k}": v for k, v in net.state_dict().items()}
-    opt_t, opt_s = optimizer_tensors(opt)
-    tensors.update(opt_t)
-    tensors["rng.torch"] = torch.get_rng_state()
-    save_tensors(out / "last.safetensors", tensors)
-    write_json(out / "last_state.json", {**state, "optimizer": opt_s, "scheduler": sched.state_dict(),
-                                         "numpy_rng": rng.bit_generator.state})
-
-
-def _resume(out: Path, net, opt, sched, rng: np.random.Generator, device) -> dict:
-    if not (out / "last.safetensors").exists():
-        raise InputError(f"{out}: nothing to resume (no last.safetensors)")
-    tensors = load_tensors(out / "last.safetensors")
-    saved = read_json(out / "last_state.json")
-    net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    restore_optimizer(opt, {k: v.to(device) for k, v in tensors.items() if k.startswith("opt.")}, saved["optimizer"])
-    sched.load_state_dict(saved["scheduler"])
-    torch.set_rng_state(tensors["rng.torch"])
-    rng.bit_generator.state = saved["numpy_rng"]
-    return {k: saved[k] for k in ("step", "best_f1", "bad_validations", "elapsed_s")}

@@ -221,7 +221,7 @@ class StyleUNet(nn.Module):
     Parameters
     ----------
     in_channels : mask channels (default 2: soft or hard foreground and particle boundary, see
-        :func:`sagegan.gan_losses.foreground_boundary_channels`).
+        :func:`sagegan.losses.foreground_boundary_channels`).
     out_channels : image channels (1: grey).
     widths : channels per level, finest first; ``len(widths) - 1`` down-samplings, and
         ``len(widths)`` style vectors (bottleneck block + one per decoder block).
@@ -235,9 +235,8 @@ class StyleUNet(nn.Module):
 
     Inputs must have sides divisible by ``2 ** (len(widths) - 1)``. Output is in [0, 1].
 
-    The default widths (16, 32, 64, 128) are sized for CPU training: ~0.93 M parameters, and
-    forward + backward on a 2 x 2 x 256 x 256 batch took ~0.31 s on 2 CPU cores (torch 2.13).
-    Doubling the widths costs ~3.5x the time.
+    The default widths (16, 32, 64, 128) are sized for CPU training (BENCHMARKS.md gives the
+    step time).
 
     Examples
     --------

@@ -7,7 +7,7 @@
 With few labels a run's kept checkpoint is chosen on one validation image, which adds noise of
 its own; this reads each run's ``last.safetensors`` (the state when its budget ran out: a
 ``train-seg`` RUN or a ``train-gan`` GANRUN) and tests it with that run's own post-processing, as
-``benchmarks/phase2_ablation.py`` tests its arms. Prints a markdown table; writes JSON to --out.
+``benchmarks/studies/phase2_ablation.py`` tests its arms. Prints a markdown table; writes JSON to --out.
 """
 
 from __future__ import annotations
@@ -19,22 +19,25 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+if __package__ in (None, ""):  # started as a file: import the benchmarks package from the checkout root
+    sys.path[0] = str(Path(__file__).resolve().parents[2])
+
+from benchmarks.harness.runner import reexec_with_malloc_settings  # noqa: E402
 # the same weights extraction, data and test as the ablation arms
-from phase2_ablation import final_segmenter_weights, load_emps_test, test_weights  # noqa: E402
-from run import REPO, _reexec_with_malloc_settings  # noqa: E402
+from benchmarks.studies.phase2_ablation import (  # noqa: E402
+    add_test_options, final_segmenter_weights, load_emps_test, test_weights)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", type=Path, help="RUN or GANRUN folders with last.safetensors")
     p.add_argument("--out", type=Path, required=True, help="JSON file for the results")
-    p.add_argument("--data-root", type=Path, default=REPO / ".." / "shared" / "data")
-    p.add_argument("--max-test", type=int, default=None, help="test on the first N EMPS test images only")
+    add_test_options(p)
     args = p.parse_args(argv)
-    _reexec_with_malloc_settings(__file__)
+    reexec_with_malloc_settings()
 
-    from sagegan.checkpoint import read_json
+    from sagegan.io import read_json
+    from sagegan.runs import LAST_STATE_JSON
 
     loaded = load_emps_test(args.data_root, args.max_test)
     if loaded is None:
@@ -45,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         for run in args.runs:
             t0 = time.monotonic()
             weights = final_segmenter_weights(run, Path(tmp) / "final.safetensors")
-            state = read_json(run / "last_state.json")
+            state = read_json(run / LAST_STATE_JSON)
             metrics = test_weights(run, weights, test, order)
             results[str(run)] = {"step": state.get("step"), "test_seconds": time.monotonic() - t0, **metrics}
             args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -2,13 +2,14 @@
 """Seconds per SAGE-GAN iteration: a real ``train_gan`` run on simulated data, nothing else.
 
     MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=68719476736 \\
-        python benchmarks/gan_step.py [--steps 12] [--patch 256] [--mask-path detached] [--seg-norm frozen] \\
+        python benchmarks/studies/gan_step.py [--steps 12] [--patch 256] [--mask-path detached] [--seg-norm frozen] \\
             [--style-encoder]
 
 The same measurement as the GAN part of ``benchmarks/run.py --only speed`` (batch 2, default
-networks, warm-up over after step 1, median interval between the ends of consecutive steps), as a
-separate script so that two versions of the code can be timed one after the other on the same
-machine (``PYTHONPATH=<checkout>/src``). Prints one JSON line.
+networks, warm-up over after step 1, median interval between the ends of consecutive steps,
+stamped through the trainer's ``callbacks``), as a separate script so that two versions of the
+code can be timed one after the other on the same machine (``PYTHONPATH=<checkout>/src``).
+Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -24,18 +25,21 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import _step_clock, speed_samples  # noqa: E402  (the benchmark runner's clock and data)
+if __package__ in (None, ""):  # started as a file: import the benchmarks package from the checkout root
+    sys.path[0] = str(Path(__file__).resolve().parents[2])
+
+from benchmarks.harness.context import MALLOC_VARS  # noqa: E402
+from benchmarks.harness.speed import StepClock, speed_samples  # noqa: E402  (the speed benchmark's clock and data)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=12)
     p.add_argument("--patch", type=int, default=256)
-    p.add_argument("--mask-path", default=None, help="detached | soft | straight-through (default: the checkout's)")
-    p.add_argument("--seg-norm", default=None, help="train | frozen (default: the checkout's default)")
-    p.add_argument("--precision", default=None, help="fp32 | bf16 (default: the checkout's default)")
-    p.add_argument("--style-encoder", action="store_true", help="train with the style encoder (newer checkouts)")
+    p.add_argument("--mask-path", default=None, help="detached | soft | straight-through (default: GanTrainConfig's)")
+    p.add_argument("--seg-norm", default=None, help="train | frozen (default: GanTrainConfig's)")
+    p.add_argument("--precision", default=None, help="fp32 | bf16 (default: GanTrainConfig's)")
+    p.add_argument("--style-encoder", action="store_true", help="train with the style encoder")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, the cores)")
     args = p.parse_args(argv)
 
@@ -55,28 +59,23 @@ def main(argv: list[str] | None = None) -> int:
                                   val=[], progress=False)
         cfg = GanTrainConfig(patch_size=args.patch, batch_size=2, steps=args.steps, warmup_steps=1, ramp_steps=1,
                              val_every=10 ** 6, sample_every=10 ** 6, seed=0,
-                             # passed only when asked for: the default is the checkout's own (as in
-                             # run.py --only speed), and older checkouts lack --seg-norm
+                             # passed only when asked for, so that the defaults are GanTrainConfig's own
                              **({"mask_path": args.mask_path} if args.mask_path else {}),
                              **({"segmenter_norm": args.seg_norm} if args.seg_norm else {}),
                              **({"precision": args.precision} if args.precision else {}),
                              **({"style_encoder": True} if args.style_encoder else {}))
-        clock = _step_clock()
-        with clock as stamps:
-            start = time.process_time()
-            train_gan(samples, seg_run, work / "gan", cfg, val=[], progress=False)
-            cpu = time.process_time() - start
-    intervals = np.diff(stamps)
-    print(json.dumps({"gan_s_per_iter": round(float(np.median(intervals)), 3),
-                      "gan_cpu_s_per_iter": round(float(np.median(np.diff(clock.cpu_stamps))), 3),
+        clock = StepClock()
+        start = time.process_time()
+        train_gan(samples, seg_run, work / "gan", cfg, val=[], progress=False, callbacks=clock.callbacks())
+        cpu = time.process_time() - start
+    intervals = np.diff(clock.wall)
+    print(json.dumps({"gan_s_per_iter": round(clock.seconds_per_step(), 3),
+                      "gan_cpu_s_per_iter": round(clock.cpu_seconds_per_step(), 3),
                       "intervals": [round(float(t), 3) for t in intervals], "cpu_seconds": round(cpu, 1),
                       "sagegan": str(Path(sagegan.__file__).parent), "torch_threads": torch.get_num_threads(),
-                      "malloc_env_set": all(os.environ.get(v) for v in ("MALLOC_MMAP_THRESHOLD_",
-                                                                         "MALLOC_TRIM_THRESHOLD_")),
-                      **vars(args), "mask_path_used": cfg.mask_path,
-                      "segmenter_norm_used": getattr(cfg, "segmenter_norm", "train"),
-                      "precision_used": getattr(cfg, "precision", "fp32"),
-                      "style_encoder_used": getattr(cfg, "style_encoder", False)}))
+                      "malloc_env_set": all(os.environ.get(v) for v in MALLOC_VARS),
+                      **vars(args), "mask_path_used": cfg.mask_path, "segmenter_norm_used": cfg.segmenter_norm,
+                      "precision_used": cfg.precision, "style_encoder_used": cfg.style_encoder}))
     return 0
 
 

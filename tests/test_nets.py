@@ -1,30 +1,26 @@
-"""Generator, discriminators, DiffAugment and GAN losses, on tiny configurations."""
+"""The networks of sagegan.nets, on tiny configurations: Attention U-Net (and its inference copy
+with BatchNorm folded), StyleUNet generator, PatchGAN discriminators and DiffAugment, style
+encoder, VGG19 features."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
-from sagegan.gan_losses import (
-    FeaturePerceptualLoss, VGG19Features, foreground_boundary_channels, lsgan_d_loss, lsgan_g_loss,
-    soft_mask_from_logits, straight_through_mask,
-)
-from sagegan.nets.attention_unet import AttentionUNet
+from sagegan.losses import FeaturePerceptualLoss
+from sagegan.nets.attention_unet import AttentionUNet, inference_copy
 from sagegan.nets.patchgan import EfficientSelfAttention, PatchDiscriminator, diff_augment
+from sagegan.nets.style_encoder import StyleEncoder
 from sagegan.nets.style_unet import ModulatedConv2d, StyleUNet
+from sagegan.nets.vgg19 import VGG19Features
 
 TINY_G = dict(widths=(8, 16, 32), latent_dim=16, style_dim=16)
 
 
 @pytest.fixture(autouse=True)
-def _seed_and_one_thread():
-    # Tiny tensors gain nothing from a second thread, and when another process holds the other
-    # core, OpenMP threads waiting on each other make each call ~50x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _seed():
     torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _mask(batch=2, side=64):
@@ -41,15 +37,80 @@ def _noisy_generator(**kwargs) -> StyleUNet:
     return gen
 
 
+# ------------------------------------------------------------------------- Attention U-Net
+
+def test_attention_unet_shapes_and_gates():
+    net = AttentionUNet(1, 4, widths=(8, 16, 32)).eval()
+    x = torch.rand(2, 1, 64, 64)
+    with torch.no_grad():
+        logits, gates = net(x, return_gates=True)
+        _, gates_other = net(torch.rand(2, 1, 64, 64), return_gates=True)
+    assert logits.shape == (2, 4, 64, 64)
+    assert [tuple(g.shape) for g in gates] == [(2, 1, 64, 64), (2, 1, 32, 32)]  # finest first
+    assert not torch.allclose(gates[0], gates_other[0])  # the gates read the input
+    plain = AttentionUNet(1, 4, widths=(8, 16, 32), attention_gates=False, norm="group", dropout=0.1)
+    out, no_gates = plain(torch.zeros(1, 1, 64, 64), return_gates=True)
+    assert out.shape == (1, 4, 64, 64) and no_gates == []
+    with_mhsa = AttentionUNet(1, 4, widths=(8, 16, 32), bottleneck_attention=True)
+    assert with_mhsa(torch.zeros(1, 1, 32, 32)).shape == (1, 4, 32, 32)
+    assert AttentionUNet.from_config(net.config()).config() == net.config()
+    assert [f.shape[1] for f in net.encode(x)] == [8, 16, 32]
+    with pytest.raises(ValueError, match="divisible by 4"):
+        net(torch.zeros(1, 1, 30, 32))
+    with pytest.raises(ValueError, match="unknown norm"):
+        AttentionUNet(1, 4, widths=(8, 16), norm="layer")
+
+
+def _with_nontrivial_batchnorm(net: nn.Module) -> nn.Module:
+    """Random BatchNorm scales, shifts and running statistics (a fresh net has 1, 0, 0 and 1)."""
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 2.0)
+                m.bias.normal_()
+                m.running_mean.normal_()
+                m.running_var.uniform_(0.2, 3.0)
+    return net
+
+
+@pytest.mark.parametrize("attention_gates", [True, False])
+def test_inference_copy_folds_batchnorm_with_the_same_outputs(attention_gates):
+    net = _with_nontrivial_batchnorm(AttentionUNet(1, 4, widths=(8, 16, 32), attention_gates=attention_gates))
+    net.train()
+    fast = inference_copy(net)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
+    assert not fast.training
+    # the original is neither changed nor switched to eval mode
+    assert net.training and sum(isinstance(m, nn.BatchNorm2d) for m in net.modules()) > 0
+    x = torch.rand(2, 1, 64, 48)
+    net.eval()
+    with torch.no_grad():
+        expected, expected_gates = net(x, return_gates=True)
+        folded, folded_gates = fast(x.contiguous(memory_format=torch.channels_last), return_gates=True)
+    assert expected.abs().max() > 0.1  # the comparison below is not between near-zero outputs
+    assert torch.allclose(folded, expected, atol=1e-4)
+    for a, b in zip(folded_gates, expected_gates, strict=True):
+        assert torch.allclose(a, b, atol=1e-4)
+    # a copy: changing it leaves the original alone
+    with torch.no_grad():
+        next(fast.parameters()).add_(1.0)
+        assert torch.equal(net(x), expected)
+
+
 # ------------------------------------------------------------------------------ StyleUNet
 
-def test_style_unet_shapes_and_range():
+def test_style_unet_shapes_and_mask_dependence():
     gen = StyleUNet(**TINY_G).eval()
+    mask = _mask()
+    z = gen.sample_z(2)
+    noise = gen.make_noise(2, 64, 64)
     with torch.no_grad():
-        image, w = gen(_mask(), return_w=True)
+        image, w = gen(mask, z, noise, return_w=True)
+        other = gen(1 - mask, z, noise)
     assert image.shape == (2, 1, 64, 64)
     assert w.shape == (2, gen.num_styles, 16) and gen.num_styles == 3
-    assert 0.0 <= float(image.min()) and float(image.max()) <= 1.0  # sigmoid output
+    assert float(image.std()) > 1e-3  # an image, not a constant
+    assert float((image - other).abs().max()) > 1e-3  # the mask decides where things are
     assert gen(_mask(side=32)).shape == (2, 1, 32, 32)
     assert StyleUNet(in_channels=1, out_channels=1, **TINY_G)(_mask()[:, :1]).shape == (2, 1, 64, 64)
 
@@ -167,52 +228,26 @@ def test_diff_augment_translation_and_cutout_behave():
     assert float((bright - 0.5).abs().max()) <= 0.25 + 1e-6
 
 
-# ------------------------------------------------------------------------------- losses
+# ---------------------------------------------------------------------------- style encoder
 
-def test_lsgan_losses_have_their_minima_at_the_targets():
-    real, fake = torch.ones(2, 1, 6, 6), torch.zeros(2, 1, 6, 6)
-    assert float(lsgan_d_loss(real, fake)) == 0.0
-    assert float(lsgan_g_loss(real)) == 0.0
-    assert float(lsgan_d_loss(fake, real)) == pytest.approx(1.0)
-    assert float(lsgan_g_loss(fake)) == pytest.approx(1.0)
-    d_fake = torch.full((2, 1, 6, 6), 0.3, requires_grad=True)
-    lsgan_g_loss(d_fake).backward()
-    assert float(d_fake.grad.max()) < 0  # pushes fake scores up towards 1
-
-
-def test_feature_perceptual_loss_uses_a_frozen_copy_of_the_encoder():
-    segmenter = AttentionUNet(1, 3, widths=(4, 8), norm="batch")
-    loss_fn = FeaturePerceptualLoss(segmenter.encode, normalise=lambda x: (x - 0.5) / 0.25).train()
-    target = torch.rand(2, 1, 32, 32)
-    image = target.clone().requires_grad_(True)
-    assert loss_fn(image, target).item() == 0.0
-    other = torch.rand(2, 1, 32, 32, requires_grad=True)
-    loss = loss_fn(other, target)
-    assert loss.item() > 0
-    loss.backward()
-    assert other.grad is not None and other.grad.abs().sum() > 0
-    assert not loss_fn.extractor.training
-    assert all(not p.requires_grad and p.grad is None for p in loss_fn.extractor.parameters())
-    # The segmenter itself stays trainable and untouched.
-    assert all(p.requires_grad and p.grad is None for p in segmenter.parameters())
-    assert FeaturePerceptualLoss(segmenter.encode, layer_weights=(0.0, 1.0), distance="mse")(other, target) > 0
-    with pytest.raises(ValueError, match="layer_weights"):
-        FeaturePerceptualLoss(segmenter.encode, layer_weights=(1.0,))(other, target)
+def test_style_encoder_kl_and_sampling():
+    enc = StyleEncoder(latent_dim=8, widths=(4, 8))
+    mu, logvar = enc(torch.rand(3, 1, 32, 32))
+    assert mu.shape == logvar.shape == (3, 8)
+    zero = torch.zeros(3, 8)
+    assert float(StyleEncoder.kl_divergence(zero, zero)) == 0.0
+    assert float(StyleEncoder.kl_divergence(zero + 1, zero)) == pytest.approx(4.0)  # 0.5 * 8 * 1^2
+    # sigma = e: 0.5 * 8 * (e^2 - 1 - 2)
+    assert float(StyleEncoder.kl_divergence(zero, zero + 2)) == pytest.approx(4 * (torch.e ** 2 - 3), rel=1e-5)
+    g1, g2 = (torch.Generator().manual_seed(3) for _ in range(2))
+    assert torch.equal(StyleEncoder.sample(mu, logvar, g1), StyleEncoder.sample(mu, logvar, g2))
+    # the reparameterisation: z = mu + exp(logvar / 2) * eps
+    eps = torch.randn(3, 8, generator=torch.Generator().manual_seed(4))
+    z = StyleEncoder.sample(mu, logvar, torch.Generator().manual_seed(4))
+    assert torch.allclose(z, mu + torch.exp(0.5 * logvar) * eps)
 
 
-def test_perceptual_against_one_target_equals_separate_calls():
-    segmenter = AttentionUNet(1, 3, widths=(4, 8), norm="batch")
-    loss_fn = FeaturePerceptualLoss(segmenter.encode).train()
-    target = torch.rand(2, 1, 32, 32)
-    a, b = torch.rand(2, 1, 32, 32, requires_grad=True), torch.rand(2, 1, 32, 32, requires_grad=True)
-    batched = loss_fn.against(target, a, b)
-    separate = [loss_fn(a, target), loss_fn(b, target)]
-    assert torch.allclose(torch.stack(batched), torch.stack(separate), atol=1e-6)
-    sum(batched).backward()
-    assert a.grad.abs().sum() > 0 and b.grad.abs().sum() > 0
-    with pytest.raises(ValueError, match="shapes differ"):
-        loss_fn.against(target, a, torch.rand(1, 1, 32, 32))
-
+# ------------------------------------------------------------------------------- VGG19
 
 def test_vgg19_features_load_saved_weights_and_fail_clearly(tmp_path):
     layers = ("relu1_2", "relu2_2")
@@ -255,50 +290,3 @@ def test_vgg19_layout_matches_torchvision_keys():
     with torch.no_grad():
         shapes = [tuple(f.shape) for f in vgg(torch.rand(1, 1, 32, 32))]
     assert shapes == [(1, 64, 32, 32), (1, 128, 16, 16), (1, 256, 8, 8), (1, 512, 4, 4), (1, 512, 2, 2)]
-
-
-def test_mask_paths_from_logits():
-    logits = torch.randn(2, 3, 8, 8, requires_grad=True)
-    hard = straight_through_mask(logits)
-    assert torch.equal(hard.sum(dim=1), torch.ones(2, 8, 8))
-    assert set(hard.detach().unique().tolist()) == {0.0, 1.0}
-    assert torch.equal(hard.argmax(dim=1), logits.argmax(dim=1))
-    channels = foreground_boundary_channels(hard)
-    (channels * torch.randn_like(channels)).sum().backward()
-    assert logits.grad.abs().sum() > 0
-
-    soft = soft_mask_from_logits(logits).detach()
-    assert soft.shape == (2, 2, 8, 8) and 0 <= float(soft.min()) and float(soft.max()) <= 1
-    labels = torch.tensor([[[0, 1], [2, 0]]])
-    assert foreground_boundary_channels(labels).tolist() == [[[[0.0, 1.0], [1.0, 0.0]], [[0.0, 0.0], [1.0, 0.0]]]]
-    with pytest.raises(ValueError, match="C >= 3"):
-        soft_mask_from_logits(torch.randn(1, 2, 4, 4))
-
-
-# ------------------------------------------------------------------ one tiny GAN iteration
-
-def test_one_tiny_gan_iteration_trains_every_network():
-    segmenter = AttentionUNet(1, 3, widths=(8, 16, 32), norm="group")
-    generator = StyleUNet(**TINY_G)
-    d_image = PatchDiscriminator(1, base_channels=8)
-    d_mask = PatchDiscriminator(2, base_channels=8)
-    perceptual = FeaturePerceptualLoss(segmenter.encode)
-    image = torch.rand(2, 1, 64, 64)
-    mask = foreground_boundary_channels(torch.randint(0, 3, (2, 64, 64)))
-    nets = (segmenter, generator, d_image, d_mask)
-
-    # Generator + segmenter step: real mask -> image, and image -> predicted mask -> image.
-    fake_image = generator(mask)
-    predicted = foreground_boundary_channels(straight_through_mask(segmenter(image)))
-    rebuilt = generator(predicted)
-    g_loss = (lsgan_g_loss(d_image(diff_augment(fake_image))) + lsgan_g_loss(d_mask(predicted))
-              + 50 * (rebuilt - image).abs().mean() + 100 * perceptual(rebuilt, image))
-    g_loss.backward()
-    # Discriminator step on detached fakes.
-    d_loss = (lsgan_d_loss(d_image(diff_augment(image)), d_image(diff_augment(fake_image.detach())))
-              + lsgan_d_loss(d_mask(mask), d_mask(predicted.detach())))
-    d_loss.backward()
-
-    for net in nets:
-        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters()), type(net).__name__
-    assert torch.isfinite(g_loss) and torch.isfinite(d_loss)

@@ -4,20 +4,24 @@ Runs the same timing child process twice, without and with
 MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_, and prints both (seconds per segmenter training
 step at batch 8 x 256 x 256, inference MPix/s on a 2048 x 2048 image, peak RSS).
 
-    python benchmarks/allocator.py
+    python benchmarks/studies/allocator.py
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
 import sys
 
+from sagegan import MALLOC_ENV as SETTINGS
+
 CHILD = r"""
 import json, resource, time
 import numpy as np, torch
-from sagegan.infer import Segmenter, predict_maps
+from sagegan.infer import predict_maps
+from sagegan.runs import Segmenter
 from sagegan.nets.attention_unet import AttentionUNet
 torch.manual_seed(0)
 net = AttentionUNet(1, 4)
@@ -34,7 +38,6 @@ t = time.perf_counter(); predict_maps(seg, image); dt = time.perf_counter() - t
 print(json.dumps({"train_step_s": float(np.median(steps[2:])), "inference_mpix_s": 2048 * 2048 / 1e6 / dt,
                   "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6}))
 """
-SETTINGS = {"MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "68719476736"}
 
 
 def run(with_settings: bool) -> dict:
@@ -46,6 +49,7 @@ def run(with_settings: bool) -> dict:
 
 
 if __name__ == "__main__":
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args()
     plain, tuned = run(False), run(True)
     print(json.dumps({"default_malloc": plain, "tuned_malloc": tuned,
                       "train_speedup": plain["train_step_s"] / tuned["train_step_s"],

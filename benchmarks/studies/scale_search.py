@@ -1,6 +1,6 @@
 """How well does ``--scale auto`` find the particle size? Measured on labelled images the model never saw.
 
-    python benchmarks/scale_search.py --model runs/emps_attn [--data ../shared/data/emps] [--stems FILE]
+    python benchmarks/studies/scale_search.py --model runs/emps_attn [--data ../shared/data/emps] [--stems FILE]
 
 By default the images are the EMPS training-split images that ``train-seg`` held out and never
 trained on (train.csv minus the run's ``train_stems``), so the settings of the search can be chosen
@@ -23,9 +23,15 @@ from pathlib import Path
 
 import numpy as np
 
-from sagegan.data import median_diameter
-from sagegan.infer import _zoom_for, estimate_diameter_autocorr, load_segmenter, search_zoom, segment_image
+from sagegan.data import median_ecd
+from sagegan.infer import estimate_diameter_autocorr, search_zoom, segment_image, zoom_for
 from sagegan.io import read_mask, read_micrograph, read_split, write_labels
+from sagegan.runs import load_segmenter
+
+if __package__ in (None, ""):  # started as a file: import the benchmarks package from the checkout root
+    sys.path[0] = str(Path(__file__).resolve().parents[2])
+
+from benchmarks.harness.datasets import data_root  # noqa: E402
 
 VARIANTS = {  # name -> search_zoom keyword arguments (the first is the default)
     "search (default: 7 zooms, crop 384, size 0.1, prior 0.1)": {},
@@ -39,7 +45,8 @@ VARIANTS = {  # name -> search_zoom keyword arguments (the first is the default)
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, type=Path)
-    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "emps")
+    parser.add_argument("--data", type=Path, default=data_root(None) / "emps",
+                        help="EMPS folder (default: $SAGEGAN_DATA_ROOT/emps or ../shared/data/emps)")
     parser.add_argument("--stems", type=Path, help="File listing the stems to use (default: held-out training images).")
     parser.add_argument("--oracle-out", type=Path, help="Also write labels segmented at the true zoom here.")
     parser.add_argument("--only-oracle", action="store_true", help="Skip the size estimates.")
@@ -61,13 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     seconds: dict[str, list[float]] = {name: [] for name in errors}
     for stem in stems:
         image = read_micrograph(args.data / "images" / f"{stem}.png").image
-        true_zoom = canonical / median_diameter(read_mask(args.data / "segmaps" / f"{stem}.png"))
+        true_zoom = canonical / median_ecd(read_mask(args.data / "segmaps" / f"{stem}.png"))
         if args.oracle_out:
             write_labels(args.oracle_out / f"{stem}_labels.tif", segment_image(seg, image, scale=true_zoom).labels)
         if args.only_oracle:
             continue
         start = time.perf_counter()
-        zoom = _zoom_for(estimate_diameter_autocorr(image) * config.get("autocorr_factor", 1.0), canonical)
+        zoom = zoom_for(estimate_diameter_autocorr(image) * config.get("autocorr_factor", 1.0), canonical)
         seconds["autocorrelation (calibrated)"].append(time.perf_counter() - start)
         errors["autocorrelation (calibrated)"].append(abs(math.log(zoom / true_zoom)))
         for name, kwargs in VARIANTS.items():

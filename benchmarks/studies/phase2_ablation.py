@@ -35,8 +35,11 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import REPO, _reexec_with_malloc_settings, emps_order_labels  # noqa: E402  (shared with run.py)
+if __package__ in (None, ""):  # started as a file: import the benchmarks package from the checkout root
+    sys.path[0] = str(Path(__file__).resolve().parents[2])
+
+from benchmarks.harness.datasets import data_root, emps_order_labels  # noqa: E402
+from benchmarks.harness.runner import reexec_with_malloc_settings  # noqa: E402
 
 # arm -> the GanTrainConfig settings it changes
 GAN_ARMS = {"soft": {"mask_path": "soft", "segmenter_norm": "train"},
@@ -46,22 +49,22 @@ GAN_ARMS = {"soft": {"mask_path": "soft", "segmenter_norm": "train"},
             "detached-frozen-bn": {"mask_path": "detached", "segmenter_norm": "frozen"},
             "detached-frozen-bn-bf16": {"mask_path": "detached", "segmenter_norm": "frozen", "precision": "bf16"}}
 ARMS = ("start", "phase1", *GAN_ARMS)
-# the segmenter's weights inside last.safetensors: "model." in a train-seg RUN, "S." in a GANRUN
-LAST_PREFIXES = ("model.", "S.")
 
 
 def final_segmenter_weights(run_dir: Path, out_file: Path) -> Path:
     """Write the segmenter's weights from ``run_dir/last.safetensors`` (the state when training
     stopped, whatever checkpoint the run kept) to ``out_file``."""
-    from sagegan.checkpoint import load_tensors, save_tensors
+    from sagegan.runs import last_segmenter_weights, save_tensors
 
-    last = load_tensors(run_dir / "last.safetensors")
-    for prefix in LAST_PREFIXES:
-        weights = {k[len(prefix):]: v for k, v in last.items() if k.startswith(prefix)}
-        if weights:
-            save_tensors(out_file, weights)
-            return out_file
-    raise SystemExit(f"{run_dir / 'last.safetensors'}: no segmenter weights (keys starting with {LAST_PREFIXES})")
+    save_tensors(out_file, last_segmenter_weights(run_dir))
+    return out_file
+
+
+def add_test_options(p: argparse.ArgumentParser) -> None:
+    """--data-root and --max-test: which EMPS test images the weights are tested on."""
+    p.add_argument("--data-root", type=Path, default=data_root(None),
+                   help="folder holding emps/ (default: $SAGEGAN_DATA_ROOT or ../shared/data)")
+    p.add_argument("--max-test", type=int, default=None, help="test on the first N EMPS test images only")
 
 
 def load_emps_test(data_root: Path, max_test: int | None) -> tuple[Path, list, dict] | None:
@@ -78,39 +81,40 @@ def load_emps_test(data_root: Path, max_test: int | None) -> tuple[Path, list, d
 
 def train_arm(arm: str, phase1: Path, gan_config: dict, train: list, minutes: float, work: Path) -> tuple[Path, dict]:
     """Train one arm; returns (weights file of the final segmenter, facts about the run)."""
-    from sagegan.checkpoint import read_json
+    from sagegan.io import read_json
+    from sagegan.runs import LAST_STATE_JSON, SEGMENTER_FILE
     from sagegan.train_gan import GanTrainConfig, train_gan
     from sagegan.train_seg import SegTrainConfig, train_segmenter
 
     run_dir = work / arm
     if arm == "start":
-        return phase1 / "segmenter.safetensors", {"steps": 0, "train_seconds": 0.0}
+        return phase1 / SEGMENTER_FILE, {"steps": 0, "train_seconds": 0.0}
     if run_dir.exists():
         shutil.rmtree(run_dir)
     t0 = time.monotonic()
     if arm == "phase1":
         shutil.copytree(phase1, run_dir)
-        start_state = read_json(phase1 / "last_state.json")
+        start_state = read_json(phase1 / LAST_STATE_JSON)
         cfg = SegTrainConfig.from_dict({**read_json(phase1 / "config.json")["train"], "epochs": 100_000,
                                         "max_minutes": start_state["elapsed_s"] / 60 + minutes, "patience": 10_000})
         train_segmenter(train, run_dir, cfg, val=[], resume=True, progress=False)
         # the final weights, as for the GAN arms (without validation images train-seg would keep
         # the checkpoint with the lowest training loss)
         final = final_segmenter_weights(run_dir, run_dir / "final.safetensors")
-        steps = read_json(run_dir / "last_state.json")["step"] - start_state["step"]
+        steps = read_json(run_dir / LAST_STATE_JSON)["step"] - start_state["step"]
         return final, {"steps": steps, "train_seconds": time.monotonic() - t0}
     cfg = replace(GanTrainConfig.from_dict(gan_config), **{"precision": "fp32", **GAN_ARMS[arm]},
                   max_minutes=minutes, steps=1_000_000, sample_every=1_000_000)
     train_gan(train, phase1, run_dir, cfg, val=[], progress=False)  # no validation: S is the final one
     steps = read_json(run_dir / "config.json")["steps"]
-    return run_dir / "segmenter.safetensors", {"steps": steps, "train_seconds": time.monotonic() - t0}
+    return run_dir / SEGMENTER_FILE, {"steps": steps, "train_seconds": time.monotonic() - t0}
 
 
 def test_weights(phase1: Path, weights: Path, test: list, order: dict) -> dict:
     """Metrics of ``weights`` (in the phase 1 net, with phase 1's post-processing) on ``test``."""
-    from sagegan.checkpoint import load_module_weights
-    from sagegan.infer import load_segmenter, segment_image
+    from sagegan.infer import segment_image
     from sagegan.metrics import evaluate_pair, summarize
+    from sagegan.runs import load_module_weights, load_segmenter
 
     seg = load_segmenter(phase1)
     load_module_weights(seg.net, weights)
@@ -133,13 +137,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--minutes", type=float, default=7.5, help="wall-clock training minutes per arm")
     p.add_argument("--arms", nargs="+", choices=ARMS, default=["start", "phase1", "soft", "detached"])
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--data-root", type=Path, default=REPO / ".." / "shared" / "data")
-    p.add_argument("--max-test", type=int, default=None, help="test on the first N EMPS test images only")
+    add_test_options(p)
     args = p.parse_args(argv)
-    _reexec_with_malloc_settings(__file__)
+    reexec_with_malloc_settings()
 
-    from sagegan.checkpoint import read_json
-    from sagegan.io import load_pairs
+    from sagegan.io import load_pairs, read_json
 
     loaded = load_emps_test(args.data_root, args.max_test)
     if loaded is None:

@@ -1,11 +1,16 @@
-"""Instance-mask layouts for the GAN: fit a layout model to real masks and draw new ones.
+"""The layout model: fit it to instance masks, and draw new layouts (label maps) from it.
+
+This module owns `LayoutModel`, `fit_layout_model`, `draw_layout` / `draw_layouts`,
+`layout_stats` (to compare real with drawn layouts) and `augment_real_mask` (the 'real' layouts
+the GAN also sees).
 
 The reference systems only re-render the real training masks. sagegan also draws *new*, physically
 plausible layouts that are statistically like the training masks: a `LayoutModel` sums up a set of
 label images (particle size distribution, particle shape, how the particles are arranged, how
-densely and how orderly), and `draw_layout` hands those numbers to the placement and drawing
-stages of the simulator (`sagegan.simulate`, imaging skipped) to get a fresh instance-label map.
-`augment_real_mask` makes the 'real' layouts: flips, quarter turns and crops of a training mask.
+densely and how orderly) in the simulator's terms, and `draw_layout` turns those numbers into
+`sagegan.simulate.SimulationParams` for the placement and drawing stages of the simulator (imaging
+skipped) to get a fresh instance-label map. `augment_real_mask` makes the 'real' layouts: flips,
+quarter turns and crops of a training mask.
 
 How a model is fitted (every image measured alone, then pooled):
 
@@ -17,10 +22,11 @@ How a model is fitted (every image measured alone, then pooled):
   *disc* otherwise.
 * **arrangement** -- from `order.summarize_order` and the foreground fraction, each image is one of
   *hex* (high local psi6, or a fairly high one whose orientation carries over several lattice
-  constants), *square* (the same with psi4, above psi6), *sparse* (otherwise, with a thin
-  foreground and nearest neighbours more than 1.4 diameters apart) or dense *random*; the layout
-  weights are the fractions of images of each kind. Rod arrays are judged on their centroids, so
-  rods standing in rows come out as *square* whether the rows are staggered or not.
+  constants), *square* (the same with psi4; where both qualify, `order.lattice_type_from_order`
+  decides), *sparse* (otherwise, with a thin foreground and nearest neighbours more than 1.4
+  diameters apart) or dense *random*; the layout weights are the fractions of images of each
+  kind. Rod arrays are judged on their centroids, so rods standing in rows come out as *square*
+  whether the rows are staggered or not.
 * **spacing and defects** -- the first g(r) peak over the particle size gives ``1 + gap`` (per
   image, and the mean); in lattice images the spread of bond lengths gives the jitter, empty
   sites ringed by neighbours the vacancies, orientational domains the grains.
@@ -33,8 +39,7 @@ How a model is fitted (every image measured alone, then pooled):
 
 Each drawn layout takes the size, spread, coverage and spacing of one training image of its
 layout (`LayoutModel.image_profiles`), so sets that mix magnifications or samples keep their
-per-image character. Pure functions, deterministic for a given seed; a fit takes about a second
-for a few 256 x 256 masks, a 256 x 256 layout a few hundredths of a second.
+per-image character. Pure functions, deterministic for a given seed.
 
 Example
 -------
@@ -59,9 +64,13 @@ from scipy import ndimage, sparse
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
-from .order import bond_order, nearest_neighbour_distances, summarize_order
+from .data import as_label_image
+from .order import (bond_order, lattice_type_from_order, nearest_neighbour_distances,
+                    summarize_order)
 from .particles import measure
-from .simulate import simulate_micrograph
+from .simulate import (_MIN_SIZE, DENSE_CUBE_SCALE, FREE_CUBE_SCALE, PARAM_RANGES, SPARSE_REACH,
+                       SimulationParams, _check_seed, diameter_range, nominal_area,
+                       simulate_micrograph)
 
 __all__ = [
     "LAYOUT_KINDS",
@@ -92,14 +101,10 @@ _SPARSE_FOREGROUND = 0.3
 # A monolayer covering at least this share of the image is drawn full (no islands).
 _FULL_LAYER = 0.9
 _GAP_RANGE = (0.0, 1.0)
-_DEFAULTS = {"gap_fraction": 0.08, "jitter_fraction": 0.03, "vacancy_fraction": 0.03}
-# How the simulator sizes things (kept in step with sagegan.simulate): rounded-cube corner radius
-# over the half edge; exclusion-disc scale of cubes in dense random and in sparse layouts; the
-# spacing of a sparse layer in exclusion diameters.
-_CUBE_CORNER = 0.25
-_RANDOM_CUBE_SCALE = 0.92 * 1.3
-_SPARSE_CUBE_SCALE = 1.3
-_SPARSE_REACH = 1.5
+# A drawn layout keeps at least a tenth of its lattice sites.
+_VACANCY_RANGE = (0.0, 0.9)
+# What the simulator draws unless told otherwise: where the masks do not tell, the model does too.
+_SIMULATOR_DEFAULTS = SimulationParams()
 # Particles measured per image for the shape (regionprops is the slow part of a fit).
 _SHAPE_SAMPLE_TOTAL = 600
 
@@ -217,21 +222,6 @@ class LayoutModel:
 # argument checks
 
 
-def _as_labels(labels: Any, what: str = "labels") -> np.ndarray:
-    """A 2-D non-negative integer label image (a bool mask is split 4-connected)."""
-    a = np.asarray(labels)
-    if a.ndim != 2:
-        raise ValueError(f"{what} must be a 2-D label image, got shape {a.shape}")
-    if a.dtype == bool:
-        return ndimage.label(a)[0].astype(np.int32)
-    if not np.issubdtype(a.dtype, np.integer):
-        raise ValueError(f"{what} must be an integer label image (or a bool mask), "
-                         f"got dtype {a.dtype}")
-    if a.size and a.min() < 0:
-        raise ValueError(f"{what} has negative labels")
-    return a
-
-
 def _as_rng(rng_or_seed: Any) -> np.random.Generator:
     if isinstance(rng_or_seed, np.random.Generator):
         return rng_or_seed
@@ -252,8 +242,8 @@ def _as_shape(shape: Any) -> tuple[int, int]:
         h, w = (int(v) for v in shape)
     except (TypeError, ValueError):
         raise ValueError(f"shape must be (h, w), got {shape!r}") from None
-    if h < 16 or w < 16:
-        raise ValueError(f"shape must be at least 16 x 16 px, got {(h, w)}")
+    if h < _MIN_SIZE or w < _MIN_SIZE:
+        raise ValueError(f"shape must be at least {_MIN_SIZE} x {_MIN_SIZE} px, got {(h, w)}")
     return h, w
 
 
@@ -301,13 +291,7 @@ def _check_model(model: LayoutModel) -> None:
 
 def _ecd_per_size(shape: str, aspect_ratio: float) -> float:
     """ECD of the simulator's particle over its nominal size (diameter, cube edge, rod width)."""
-    if shape == "cube":
-        area = 1.0 - (4.0 - math.pi) * (_CUBE_CORNER / 2.0) ** 2
-    elif shape == "rod":
-        area = max(aspect_ratio, 1.0) - 1.0 + math.pi / 4.0
-    else:
-        area = math.pi / 4.0
-    return math.sqrt(4.0 * area / math.pi)
+    return math.sqrt(4.0 * nominal_area(shape, 1.0, max(aspect_ratio, 1.0)) / math.pi)
 
 
 def _image_stats(labels: np.ndarray, n_shape: int = 0,
@@ -398,14 +382,13 @@ def _classify_layout(stats: dict) -> str:
     """hex / square / random / sparse for one image (see the module docstring)."""
     psi6 = stats["order"]["psi6_local_mean"]
     psi4 = stats["order"]["psi4_local_mean"]
-    nn_ratio = stats["nn_median"] / stats["mean_ecd"]
-    thin = stats["foreground"] < _SPARSE_FOREGROUND
     hex_like = psi6 >= _HEX_PSI6[0] or (psi6 >= _HEX_PSI6[1] and stats["g6"] >= _ALIGNED)
     square_like = psi4 >= _SQUARE_PSI4[0] or (psi4 >= _SQUARE_PSI4[1] and stats["g4"] >= _ALIGNED)
-    if hex_like and (psi6 >= psi4 or not square_like):
-        return "hex"  # a lattice, however widely spaced
-    if square_like:
-        return "square"
+    lattice = lattice_type_from_order(psi6, psi4, hex_like=hex_like, square_like=square_like)
+    if lattice is not None:
+        return lattice  # a lattice, however widely spaced
+    thin = stats["foreground"] < _SPARSE_FOREGROUND
+    nn_ratio = stats["nn_median"] / stats["mean_ecd"]
     if thin and not nn_ratio <= _SPARSE_NN_RATIO:  # NaN (a lone particle) counts as far
         return "sparse"
     return "random"
@@ -476,12 +459,12 @@ def _lattice_defects(stats: dict, kind: str) -> tuple[float, float]:
 def _spacing_gap(stats: dict, kind: str, shape: str, size: float) -> float:
     """Gap estimate of one image (NaN where the layout does not tell it)."""
     if kind in ("hex", "square") or (kind == "random" and shape != "rod"):
-        scale = _RANDOM_CUBE_SCALE if (kind == "random" and shape == "cube") else 1.0
+        scale = DENSE_CUBE_SCALE if (kind == "random" and shape == "cube") else 1.0
         return stats["order"]["lattice_constant_px"] / (size * scale) - 1.0
     if kind == "sparse" and shape != "rod":
         # Sparse layers are hard-core: the closest pairs sit near the exclusion distance.
-        scale = _SPARSE_CUBE_SCALE if shape == "cube" else 1.0
-        return stats["nn_q10"] / (_SPARSE_REACH * size * scale) - 1.0
+        scale = FREE_CUBE_SCALE if shape == "cube" else 1.0
+        return stats["nn_q10"] / (SPARSE_REACH * size * scale) - 1.0
     return math.nan
 
 
@@ -562,7 +545,7 @@ def _as_image_list(label_images: Any) -> list[np.ndarray]:
     images = list(label_images)
     if not images:
         raise ValueError("label_images is empty: need at least one label image")
-    return [_as_labels(lab, f"label_images[{i}]") for i, lab in enumerate(images)]
+    return [as_label_image(lab, f"label_images[{i}]") for i, lab in enumerate(images)]
 
 
 def fit_layout_model(label_images: Sequence[np.ndarray]) -> LayoutModel:
@@ -600,87 +583,35 @@ def fit_layout_model(label_images: Sequence[np.ndarray]) -> LayoutModel:
              if s is not None]
     if not stats:
         raise ValueError(f"no particles in any of the {len(images)} label images")
-    pooled = _pooled(stats)
 
-    # Sizes: lognormal fit of the ECD of whole (not border-cut) particles.
-    ecd = np.concatenate([s["ecd"][~s["touches"]] for s in stats])
-    if ecd.size == 0:
-        ecd = np.concatenate([s["ecd"] for s in stats])
-    log_ecd = np.log(ecd)
-    mu = float(log_ecd.mean())
-    sigma = float(log_ecd.std()) if log_ecd.size > 1 else 0.0
-    mean_ecd = math.exp(mu + 0.5 * sigma**2)
-    # Within one image (a set may mix magnifications: the image means go to the profiles).
-    within_vars, counts = [], []
-    for s in stats:
-        whole = s["ecd"][~s["touches"]] if (~s["touches"]).any() else s["ecd"]
-        within_vars.append(float(np.log(whole).var()) if whole.size > 1 else math.nan)
-        counts.append(whole.size)
-    known = np.isfinite(within_vars)
-    within_var = (float(np.average(np.asarray(within_vars)[known],
-                                   weights=np.asarray(counts)[known])) if known.any() else 0.0)
-    within_vars = [v if math.isfinite(v) else within_var for v in within_vars]
-
-    # Shape.
-    aspect_all = np.concatenate([s["aspect"] for s in stats])
-    aspect_all = aspect_all[np.isfinite(aspect_all)]
-    aspect = float(np.median(aspect_all)) if aspect_all.size else 1.0
-    shape = _classify_shape(aspect, mean_ecd)
-    aspect = max(aspect, 1.0)
+    mu, sigma, within_var, within_vars = _fit_sizes(stats)
+    shape, aspect = _fit_shape(stats, math.exp(mu + 0.5 * sigma**2))
 
     # Arrangement of each image, then the lattice geometry.
     kinds = [_classify_layout(s) for s in stats]
     weights = {k: kinds.count(k) / len(kinds) for k in LAYOUT_KINDS}
-    ecd_per_size = _ecd_per_size(shape, aspect)  # geometry first, calibrated below
-    gaps = [_spacing_gap(s, k, shape, s["mean_ecd"] / ecd_per_size) for s, k in zip(stats, kinds)]
-    dense = [g for g, k in zip(gaps, kinds) if k != "sparse"]
-    gap_measured = any(math.isfinite(g) for g in gaps)
-    gap = _nanmean(dense, math.nan)
-    if not math.isfinite(gap):
-        gap = _nanmean(gaps, _DEFAULTS["gap_fraction"])
-    gap = float(np.clip(gap, *_GAP_RANGE))
+    geometric = _ecd_per_size(shape, aspect)  # drawn ECD per nominal size; calibrated below
+    gaps = [_spacing_gap(s, k, shape, s["mean_ecd"] / geometric) for s, k in zip(stats, kinds)]
+    gap = _pooled_gap(gaps, kinds)
 
-    # Lattice defects, measured per lattice kind (rods stand in rows: their bonds are not those
-    # of a point lattice, so rod layouts keep the simulator's defaults).
-    lattice_kinds = [k for k in ("hex", "square") if weights[k] > 0 and shape != "rod"]
-    measured = {k: _lattice_estimates([s for s, kk in zip(stats, kinds) if kk == k], k)
-                for k in lattice_kinds}
-    jitter = _weighted(measured, weights, "jitter", _DEFAULTS["jitter_fraction"], (0.0, 0.3))
-    vacancy = _weighted(measured, weights, "vacancy", _DEFAULTS["vacancy_fraction"], (0.0, 0.5))
+    measured = _measure_lattices(stats, kinds, weights, shape)
+    lattice_kinds = list(measured)
+    jitter = _weighted(measured, weights, "jitter", _SIMULATOR_DEFAULTS.jitter_fraction, (0.0, 0.3))
+    vacancy = _weighted(measured, weights, "vacancy", _SIMULATOR_DEFAULTS.vacancy_fraction,
+                        (0.0, 0.5))
     n_grains = _weighted(measured, weights, "grains", 1.0, (1.0, math.inf))
 
     # Calibration 1: a full simulated layer of each layout in use gives the foreground of a full
     # layer and the drawn ECD per nominal size.
-    typical_size = float(np.median([s["mean_ecd"] for s in stats])) / ecd_per_size
+    typical_size = float(np.median([s["mean_ecd"] for s in stats])) / geometric
     full = {k: _calibrate(k, shape, typical_size, math.sqrt(within_var), gap, aspect, vacancy,
                           jitter, n_grains)
             for k in LAYOUT_KINDS if weights[k] > 0}
     calibrated = sum(weights[k] * c["ecd_per_size"] for k, c in full.items())
     render_var = sum(weights[k] * c["log_ratio_var"] for k, c in full.items())
-
-    def keep_spacing(g: float) -> float:  # (1 + gap) * size is what was seen
-        return float(np.clip((1.0 + g) * calibrated / ecd_per_size - 1.0, *_GAP_RANGE))
-
-    gap_calibrated = gap
-    if gap_measured:
-        gap = keep_spacing(gap)
-    image_gaps = [keep_spacing(g) if math.isfinite(g) else None for g in gaps]
-    ecd_per_size = calibrated
-    n_empty = len(images) - len(stats)  # images without particles cover nothing
-
-    def covered() -> list[float]:
-        shares = []
-        for s, k, g in zip(stats, kinds, image_gaps):
-            full_layer = full[k]["foreground"]
-            if g is not None and k != "sparse":  # a wider spacing makes a thinner full layer
-                full_layer *= ((1.0 + gap_calibrated) / (1.0 + g)) ** 2
-            shares.append(min(s["foreground"] / max(full_layer, 1e-9), 1.0))
-        return shares
-
-    def profiles() -> list[dict]:
-        return [{"layout": k, "mean_ecd_px": s["mean_ecd"], "coverage": c, "gap_fraction": g,
-                 "size_sigma": math.sqrt(max(v - render_var, 0.0))}
-                for s, k, c, g, v in zip(stats, kinds, covered(), image_gaps, within_vars)]
+    per_image = _PerImage(
+        stats, kinds, within_vars, full, gap, render_var, n_empty=len(images) - len(stats),
+        gaps=[_keep_spacing(g, calibrated, geometric) if math.isfinite(g) else None for g in gaps])
 
     model = LayoutModel(
         diameter_mu=mu,
@@ -688,19 +619,21 @@ def fit_layout_model(label_images: Sequence[np.ndarray]) -> LayoutModel:
         shape=shape,
         aspect_ratio=float(aspect),
         layout_weights={k: float(v) for k, v in weights.items()},
-        gap_fraction=gap,
-        coverage=float(np.mean(covered() + [0.0] * n_empty)),
+        gap_fraction=(_keep_spacing(gap, calibrated, geometric)
+                      if any(math.isfinite(g) for g in gaps) else gap),
+        coverage=per_image.coverage(),
         jitter_fraction=jitter,
         vacancy_fraction=vacancy,
         n_grains=n_grains,
         image_shape=(int(np.median([lab.shape[0] for lab in images])),
                      int(np.median([lab.shape[1] for lab in images]))),
         n_images=len(images),
-        ecd_per_size=float(ecd_per_size),
+        ecd_per_size=float(calibrated),
         size_sigma=float(math.sqrt(max(within_var - render_var, 0.0))),
-        image_profiles=profiles(),
-        foreground_fraction=float(np.mean([s["foreground"] for s in stats] + [0.0] * n_empty)),
-        training_stats=pooled,
+        image_profiles=per_image.profiles(),
+        foreground_fraction=float(np.mean([s["foreground"] for s in stats]
+                                          + [0.0] * per_image.n_empty)),
+        training_stats=_pooled(stats),
     )
 
     # Calibration 2: the defect estimates are biased (grain boundaries and island edges look like
@@ -710,9 +643,101 @@ def fit_layout_model(label_images: Sequence[np.ndarray]) -> LayoutModel:
         _correct_lattice_defects(model, measured, lattice_kinds)
         for k in lattice_kinds:  # a full layer thins out with the vacancies
             full[k]["foreground"] *= (1.0 - model.vacancy_fraction) / (1.0 - vacancy)
-        model.coverage = float(np.mean(covered() + [0.0] * n_empty))
-        model.image_profiles = profiles()
+        model.coverage = per_image.coverage()
+        model.image_profiles = per_image.profiles()
     return model
+
+
+def _fit_sizes(stats: list[dict]) -> tuple[float, float, float, list[float]]:
+    """Lognormal fit (mu, sigma) of the ECD of whole (not border-cut) particles, pooled; and the
+    variance of log ECD within one image: the particle-weighted mean, and each image's own.
+
+    The within-image spread is kept apart because a set may mix magnifications: the image means
+    go to the profiles.
+    """
+    ecd = np.concatenate([s["ecd"][~s["touches"]] for s in stats])
+    if ecd.size == 0:
+        ecd = np.concatenate([s["ecd"] for s in stats])
+    log_ecd = np.log(ecd)
+    mu = float(log_ecd.mean())
+    sigma = float(log_ecd.std()) if log_ecd.size > 1 else 0.0
+    within_vars, counts = [], []
+    for s in stats:
+        whole = s["ecd"][~s["touches"]] if (~s["touches"]).any() else s["ecd"]
+        within_vars.append(float(np.log(whole).var()) if whole.size > 1 else math.nan)
+        counts.append(whole.size)
+    known = np.isfinite(within_vars)
+    within_var = (float(np.average(np.asarray(within_vars)[known],
+                                   weights=np.asarray(counts)[known])) if known.any() else 0.0)
+    within_vars = [v if math.isfinite(v) else within_var for v in within_vars]
+    return mu, sigma, within_var, within_vars
+
+
+def _fit_shape(stats: list[dict], mean_ecd: float) -> tuple[str, float]:
+    """Particle shape and aspect ratio (at least 1) from the median Feret aspect ratio."""
+    aspect_all = np.concatenate([s["aspect"] for s in stats])
+    aspect_all = aspect_all[np.isfinite(aspect_all)]
+    aspect = float(np.median(aspect_all)) if aspect_all.size else 1.0
+    return _classify_shape(aspect, mean_ecd), max(aspect, 1.0)
+
+
+def _measure_lattices(stats: list[dict], kinds: list[str], weights: dict,
+                      shape: str) -> dict[str, dict]:
+    """`_lattice_estimates` of each lattice kind in use, on its images.
+
+    Rods stand in rows: their bonds are not those of a point lattice, so rod layouts are not
+    measured and keep the simulator's defaults.
+    """
+    lattice_kinds = [k for k in ("hex", "square") if weights[k] > 0 and shape != "rod"]
+    return {k: _lattice_estimates([s for s, kk in zip(stats, kinds) if kk == k], k)
+            for k in lattice_kinds}
+
+
+def _pooled_gap(gaps: list[float], kinds: list[str]) -> float:
+    """The set's gap: mean over dense images, else over all, else the simulator's default."""
+    gap = _nanmean([g for g, k in zip(gaps, kinds) if k != "sparse"], math.nan)
+    if not math.isfinite(gap):
+        gap = _nanmean(gaps, _SIMULATOR_DEFAULTS.gap_fraction)
+    return float(np.clip(gap, *_GAP_RANGE))
+
+
+def _keep_spacing(gap: float, calibrated: float, geometric: float) -> float:
+    """The gap that keeps the seen spacing, ``(1 + gap) * size``, once the ECD per nominal size
+    changes from its `geometric` value to the `calibrated` one."""
+    return float(np.clip((1.0 + gap) * calibrated / geometric - 1.0, *_GAP_RANGE))
+
+
+@dataclass
+class _PerImage:
+    """What the fit knows of each training image with particles, for coverages and profiles."""
+
+    stats: list            # `_image_stats` of each image
+    kinds: list            # its layout class
+    within_vars: list      # its variance of log ECD
+    full: dict             # `_calibrate` of each layout in use (foreground of a full layer)
+    gap: float             # the pooled gap before calibration
+    render_var: float      # variance of log ECD that drawing on pixels adds
+    n_empty: int           # images without particles (they cover nothing)
+    gaps: list             # its calibrated gap, or None
+
+    def coverages(self) -> list[float]:
+        shares = []
+        for s, k, g in zip(self.stats, self.kinds, self.gaps):
+            full_layer = self.full[k]["foreground"]
+            if g is not None and k != "sparse":  # a wider spacing makes a thinner full layer
+                full_layer *= ((1.0 + self.gap) / (1.0 + g)) ** 2
+            shares.append(min(s["foreground"] / max(full_layer, 1e-9), 1.0))
+        return shares
+
+    def coverage(self) -> float:
+        """Mean covered share over all images, the empty ones included."""
+        return float(np.mean(self.coverages() + [0.0] * self.n_empty))
+
+    def profiles(self) -> list[dict]:
+        return [{"layout": k, "mean_ecd_px": s["mean_ecd"], "coverage": c, "gap_fraction": g,
+                 "size_sigma": math.sqrt(max(v - self.render_var, 0.0))}
+                for s, k, c, g, v in zip(self.stats, self.kinds, self.coverages(), self.gaps,
+                                         self.within_vars)]
 
 
 def _lattice_estimates(stats: list[dict], kind: str) -> dict:
@@ -747,9 +772,8 @@ def _correct_lattice_defects(model: LayoutModel, measured: dict, lattice_kinds: 
     for kind in lattice_kinds:
         sims = []
         for j in range(n_sims):
-            args = _simulator_args(model, (h, w), np.random.default_rng([7, j]))
-            args["layout"] = kind
-            sim_stats = _image_stats(simulate_micrograph(**args, render=False).labels)
+            _, seed, params = _draw_settings(model, (h, w), np.random.default_rng([7, j]))
+            sim_stats = _image_stats(_simulated_labels((h, w), kind, seed, params))
             if sim_stats is not None:
                 sims.append(sim_stats)
         drawn[kind] = _lattice_estimates(sims, kind)
@@ -773,8 +797,9 @@ def _correct_lattice_defects(model: LayoutModel, measured: dict, lattice_kinds: 
     model.n_grains = shift("grains", model.n_grains, (1.0, 100.0), ratio=True)
 
 
-def _simulator_args(model: LayoutModel, shape: tuple[int, int], rng: np.random.Generator) -> dict:
-    """Keyword arguments of `simulate_micrograph` for one layout drawn from `model`."""
+def _draw_settings(model: LayoutModel, shape: tuple[int, int],
+                   rng: np.random.Generator) -> tuple[str, int, SimulationParams]:
+    """Layout, seed and simulation parameters of one layout drawn from `model`."""
     h, w = shape
     names = [k for k in LAYOUT_KINDS if float(model.layout_weights.get(k, 0.0)) > 0]
     p = np.array([float(model.layout_weights[k]) for k in names])
@@ -798,19 +823,30 @@ def _simulator_args(model: LayoutModel, shape: tuple[int, int], rng: np.random.G
     ecd_per_size = model.ecd_per_size or _ecd_per_size(model.shape, model.aspect_ratio)
     size = mean_ecd / ecd_per_size
     coverage = 1.0 if coverage >= _FULL_LAYER else float(np.clip(coverage, 0.02, 1.0))
-    return {
-        "size": w, "height": h, "layout": layout, "modality": "sem",
-        "seed": int(rng.integers(2**63 - 1)),
-        "shape": model.shape,
-        "mean_diameter_px": float(np.clip(size, 3.0, 4.0 * max(h, w))),
-        "diameter_sigma": float(np.clip(sigma, 0.0, 0.5)),
-        "gap_fraction": float(np.clip(gap, 0.0, 2.0)),
-        "n_grains": n_grains,
-        "vacancy_fraction": float(np.clip(model.vacancy_fraction, 0.0, 0.9)),
-        "jitter_fraction": float(np.clip(model.jitter_fraction, 0.0, 0.5)),
-        "coverage": coverage,
-        "aspect_ratio": float(np.clip(model.aspect_ratio, 1.0, 20.0)),
-    }
+    seed = int(rng.integers(2**63 - 1))
+    params = SimulationParams(
+        shape=model.shape,
+        mean_diameter_px=_clip(size, diameter_range(h, w)),
+        diameter_sigma=_clip(sigma, PARAM_RANGES["diameter_sigma"]),
+        gap_fraction=_clip(gap, PARAM_RANGES["gap_fraction"]),
+        n_grains=n_grains,
+        vacancy_fraction=_clip(model.vacancy_fraction, _VACANCY_RANGE),
+        jitter_fraction=_clip(model.jitter_fraction, PARAM_RANGES["jitter_fraction"]),
+        coverage=coverage,
+        aspect_ratio=_clip(model.aspect_ratio, PARAM_RANGES["aspect_ratio"]),
+    )
+    return layout, seed, params
+
+
+def _clip(value: float, bounds: tuple[float, float]) -> float:
+    return float(np.clip(value, *bounds))
+
+
+def _simulated_labels(shape: tuple[int, int], layout: str, seed: int | Sequence[int],
+                      params: SimulationParams) -> np.ndarray:
+    """The simulator's label map (placement and drawing only) of one layout."""
+    h, w = shape
+    return simulate_micrograph(w, layout, "sem", seed, params, height=h, render=False).labels
 
 
 def _calibrate(layout: str, shape: str, size: float, sigma: float, gap: float, aspect: float,
@@ -818,12 +854,12 @@ def _calibrate(layout: str, shape: str, size: float, sigma: float, gap: float, a
     """Foreground fraction of a full simulated layer, and drawn ECD over nominal size."""
     length = size * (aspect if shape == "rod" else 1.0)
     side = int(np.clip(12.0 * length, 192, 768))
-    sim = simulate_micrograph(side, layout, "sem", seed=0, shape=shape,
-                              mean_diameter_px=float(np.clip(size, 3.0, 4.0 * side)),
-                              diameter_sigma=float(np.clip(sigma, 0.0, 0.5)), gap_fraction=gap,
-                              n_grains=max(1, int(round(n_grains))),
+    params = SimulationParams(shape=shape, mean_diameter_px=_clip(size, diameter_range(side, side)),
+                              diameter_sigma=_clip(sigma, PARAM_RANGES["diameter_sigma"]),
+                              gap_fraction=gap, n_grains=max(1, int(round(n_grains))),
                               vacancy_fraction=vacancy, jitter_fraction=jitter, coverage=1.0,
-                              aspect_ratio=float(np.clip(aspect, 1.0, 20.0)), render=False)
+                              aspect_ratio=_clip(aspect, PARAM_RANGES["aspect_ratio"]))
+    sim = simulate_micrograph(side, layout, "sem", 0, params, render=False)
     truth = sim.truth[~sim.truth["touches_border"]]
     if len(truth) == 0:
         truth = sim.truth
@@ -874,8 +910,8 @@ def draw_layout(model: LayoutModel, shape: tuple[int, int] | int,
     _check_model(model)
     shape = _as_shape(shape)
     rng = _as_rng(rng_or_seed)
-    args = _simulator_args(model, shape, rng)
-    return simulate_micrograph(**args, render=False).labels
+    layout, seed, params = _draw_settings(model, shape, rng)
+    return _simulated_labels(shape, layout, seed, params)
 
 
 def draw_layouts(model: LayoutModel, n: int, shape: tuple[int, int] | int,
@@ -893,18 +929,8 @@ def draw_layouts(model: LayoutModel, n: int, shape: tuple[int, int] | int,
         raise ValueError(f"n must be a non-negative integer, got {n!r}")
     _check_model(model)
     shape = _as_shape(shape)
-    streams = np.random.SeedSequence(_seed_entropy(seed)).spawn(int(n))
+    streams = np.random.SeedSequence(_check_seed(seed)).spawn(int(n))
     return [draw_layout(model, shape, np.random.default_rng(s)) for s in streams]
-
-
-def _seed_entropy(seed: Any) -> int | list[int]:
-    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0:
-        return int(seed)
-    if (isinstance(seed, (list, tuple)) and seed
-            and all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 0
-                    for s in seed)):
-        return [int(s) for s in seed]
-    raise ValueError(f"seed must be a non-negative integer or a sequence of them, got {seed!r}")
 
 
 def _relabel_sequential(labels: np.ndarray) -> np.ndarray:
@@ -943,7 +969,7 @@ def augment_real_mask(labels: np.ndarray, rng: np.random.Generator | int,
     >>> out.shape, int(out.max()) <= 2
     ((16, 16), True)
     """
-    lab = _as_labels(labels)
+    lab = as_label_image(labels)
     rng = _as_rng(rng)
     flip_lr, flip_ud = rng.random() < 0.5, rng.random() < 0.5
     h, w = lab.shape

@@ -1,10 +1,10 @@
 """Re-tune a trained segmenter's post-processing on its own validation images and store it in config.json.
 
-    python benchmarks/retune_postprocess.py --model RUN --images DIR --masks DIR
+    python benchmarks/studies/retune_postprocess.py --model RUN --images DIR --masks DIR
 
-For runs trained before ``train-seg`` tuned the minimum particle area; new runs do this at the end of
-training (``sagegan.train_seg.tune_postprocess``). The validation images are the ``val_stems`` that
-the run's config.json lists, so no test image is looked at.
+For a run whose config.json has no tuned post-processing (``train-seg`` tunes it at the end of
+training with ``sagegan.validation.tune_postprocess``). The validation images are the
+``val_stems`` that the run's config.json lists, so no test image is looked at.
 """
 
 from __future__ import annotations
@@ -13,11 +13,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from sagegan.checkpoint import write_json
 from sagegan.data import prepare
-from sagegan.infer import load_segmenter
-from sagegan.io import load_pairs
-from sagegan.train_seg import tune_postprocess
+from sagegan.io import load_pairs, write_json
+from sagegan.runs import load_segmenter
+from sagegan.validation import tune_postprocess
 
 
 def main(argv: list[str] | None = None) -> int:

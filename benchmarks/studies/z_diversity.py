@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """How much the latent z changes a generator's images: one number per GANRUN.
 
-    python benchmarks/z_diversity.py GANRUN [GANRUN ...] [--n-masks 16] [--n-z 8] [--size 256]
+    python benchmarks/studies/z_diversity.py GANRUN [GANRUN ...] [--n-masks 16] [--n-z 8] [--size 256]
 
 For ``--n-masks`` layouts drawn from each run's own layout model (same seed for every run), the
 generator renders each layout with ``--n-z`` random latents (and one set of noise maps per layout,
@@ -25,18 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
-try:
-    import sagegan  # noqa: F401
-except ImportError:  # pragma: no cover - run from a checkout without installing
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
 
 def z_diversity(run: str | Path, n_masks: int = 16, n_z: int = 8, size: int = 256, seed: int = 0) -> dict:
     import torch
 
-    from sagegan.masks import LayoutModel, draw_layout
+    from sagegan.layouts import LayoutModel, draw_layout
+    from sagegan.runs import load_generator
     from sagegan.synthesize import generator_mask
-    from sagegan.train_gan import load_generator
 
     generator, config = load_generator(run)
     size -= size % generator.divisor
