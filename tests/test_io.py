@@ -215,6 +215,10 @@ def test_fractional_mask_dtype(tmp_path):
     tifffile.imwrite(tmp_path / "m.tif", np.full((32, 32), 0.5, np.float32))
     with pytest.raises(InputError, match="m.tif: mask has fractional values"):
         read_mask(tmp_path / "m.tif")
+    soft = np.zeros((32, 32), np.float32)
+    soft[4:12, 4:12], soft[12, 4:12] = 1.0, 0.4  # a soft edge below half the maximum
+    tifffile.imwrite(tmp_path / "s.tif", soft)
+    assert np.array_equal(read_mask(tmp_path / "s.tif", kind="binary"), (soft > 0.5).astype(np.int32))
 
 
 def test_cli_bad_input_is_one_line_exit_2(tmp_path):
@@ -369,3 +373,186 @@ def test_json_helpers(tmp_path):
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(InputError, match="bad.json: not valid JSON"):
         read_json(tmp_path / "bad.json")
+
+
+# ---- masks and calibration (issue 17): masks read as drawn; the user's pixel size always wins
+
+
+def _three_squares(value=255, dtype=np.uint8):
+    mask = np.zeros((64, 64), dtype)
+    for r, c in ((4, 4), (4, 36), (36, 20)):
+        mask[r:r + 20, c:c + 20] = value
+    return mask
+
+
+def test_antialiased_edge_row_makes_no_particle(tmp_path):
+    # read as 2 "particles" before: the three squares (255) merged into one, the edge row (128) another
+    mask = _three_squares()
+    mask[24, 4:24] = 128  # an anti-aliased row along the first square's lower edge
+    iio.imwrite(tmp_path / "m.png", mask)
+    labels = read_mask(tmp_path / "m.png")
+    assert labels.max() == 3 and np.count_nonzero(labels) == np.count_nonzero(mask)
+    assert len(np.unique(labels[4:25, 4:24])) == 1  # the row (above half the maximum) joins its square
+
+
+def test_one_antialiased_particle_is_one_particle(tmp_path):
+    # each rim level forms one region, as ids do: the rims hugging the core say it is anti-aliasing
+    r = np.hypot(*np.mgrid[:64, :64] - 32.0)
+    mask = np.select([r < 12, r < 13, r < 14], [255, 170, 85], 0).astype(np.uint8)
+    iio.imwrite(tmp_path / "m.png", mask)
+    labels = read_mask(tmp_path / "m.png")
+    assert labels.max() == 1 and np.array_equal(labels > 0, mask > 127)
+
+
+def test_jpeg_saved_mask_keeps_its_particles(tmp_path):
+    from skimage.draw import disk
+
+    mask = np.zeros((64, 64), np.uint8)
+    mask[disk((20, 20), 10)] = 255
+    mask[disk((44, 42), 12)] = 255
+    iio.imwrite(tmp_path / "m.jpg", mask, quality=75)
+    assert len(np.unique(iio.imread(tmp_path / "m.jpg"))) > 10  # JPEG noise: many grey levels
+    labels = read_mask(tmp_path / "m.jpg")
+    assert labels.max() == 2
+    assert np.count_nonzero((labels > 0) != (mask > 0)) < 0.02 * np.count_nonzero(mask)
+
+
+def test_stray_value_in_a_binary_mask_is_read_as_binary(tmp_path):
+    # a 0/1 mask with one pixel of 2 is near-binary, so binary: the stray pixel is foreground and
+    # joins the particle it lies in (on its own it would be a 1-px particle)
+    mask = _three_squares(1)
+    mask[10, 10] = 2
+    iio.imwrite(tmp_path / "m.png", mask)
+    labels = read_mask(tmp_path / "m.png")
+    assert labels.max() == 3 and np.array_equal(labels > 0, mask > 0)
+    mask[60, 60] = 2
+    iio.imwrite(tmp_path / "m.png", mask)
+    assert read_mask(tmp_path / "m.png").max() == 4
+
+
+def test_true_label_maps_stay_label_maps(tmp_path):
+    labels = np.zeros((64, 64), np.int32)
+    labels[8:28, 8:28], labels[8:28, 28:48], labels[28:48, 8:28] = 1, 2, 3  # touching particles
+    for offset in (0, 1000):  # ids cut from a larger map need not start at 1
+        ids = np.where(labels > 0, labels + offset, 0)
+        iio.imwrite(tmp_path / "l.png", ids.astype(np.uint16))
+        np.testing.assert_array_equal(read_mask(tmp_path / "l.png"), ids)
+    pieces = labels.copy()
+    pieces[52:60, 52:60] = 3  # an id that names two pieces (as some EMPS maps do) is still a label map
+    write_labels(tmp_path / "p.tif", pieces)
+    np.testing.assert_array_equal(read_mask(tmp_path / "p.tif"), pieces)
+    rgb = np.zeros((64, 64, 3), np.uint8)  # colour-coded: one particle per colour
+    rgb[labels == 1], rgb[labels == 2], rgb[labels == 3] = (255, 0, 0), (0, 255, 0), (0, 0, 255)
+    iio.imwrite(tmp_path / "c.png", rgb)
+    assert len(np.unique(read_mask(tmp_path / "c.png"))) == 4
+
+
+def test_ambiguous_mask_is_refused_unless_the_kind_is_given(tmp_path):
+    mask = _three_squares(1)
+    mask[4:24, 36:56] = 2
+    mask[40:60, 50:60] = 2  # two values, each naming several particles: classes? ids?
+    iio.imwrite(tmp_path / "m.png", mask)
+    with pytest.raises(InputError) as err:
+        read_mask(tmp_path / "m.png")
+    msg = str(err.value)
+    assert "m.png: cannot tell whether this mask is binary or a label map" in msg
+    assert "--mask-kind binary or --mask-kind labels" in msg and "\n" not in msg
+    np.testing.assert_array_equal(read_mask(tmp_path / "m.png", kind="labels"), mask)
+    assert read_mask(tmp_path / "m.png", kind="binary").max() == 2  # foreground: above half the maximum
+    with pytest.raises(ValueError, match="--mask-kind must be auto, binary or labels"):
+        read_mask(tmp_path / "m.png", kind="instances")
+
+
+def test_a_micrograph_is_not_a_mask(tmp_path):
+    from sagegan.io import guess_mask_kind
+
+    rng = np.random.default_rng(0)
+    image = np.clip(_ramp(64, 64) * 200 + rng.normal(0, 12, (64, 64)) + 20, 0, 255).astype(np.uint8)
+    iio.imwrite(tmp_path / "a.png", image)
+    assert guess_mask_kind(image)[0] == "micrograph"
+    with pytest.raises(InputError, match=r"a\.png: looks like a micrograph, not a mask or label image"):
+        read_mask(tmp_path / "a.png")
+    assert read_mask(tmp_path / "a.png", kind="labels").max() == image.max()  # when the user insists
+
+
+def test_load_pairs_reads_masks_as_told(tmp_path):
+    d = _folder(tmp_path)
+    mask = _three_squares(1)[:32, :32]
+    mask[20:28, 20:28] = 2
+    mask[2:4, 28:30] = 2
+    for p in (d / "masks").iterdir():
+        iio.imwrite(p, mask)
+    with pytest.raises(InputError, match="--mask-kind"):
+        load_pairs(d / "images", d / "masks")
+    assert load_pairs(d / "images", d / "masks", mask_kind="labels")[0].labels.max() == 2
+
+
+@pytest.mark.parametrize("unit,nm", [
+    ("nm", 1.0), ("NM", 1.0), ("nanometer", 1.0), ("Nanometers", 1.0), ("nanometres", 1.0),
+    ("µm", 1e3), ("μm", 1e3), ("um", 1e3), ("\\u00B5m", 1e3), ("micron", 1e3), ("Microns", 1e3),
+    ("micrometers", 1e3), ("micrometre", 1e3), ("Å", 0.1), ("A", 0.1), ("angstroms", 0.1),
+    ("Ångström", 0.1), ("pm", 1e-3), ("mm", 1e6), ("cm", 1e7), ("m", 1e9), ("meters", 1e9)])
+def test_unit_spellings(unit, nm):
+    assert unit_to_nm(2.0, unit) == pytest.approx(2.0 * nm)
+
+
+def _cz_sem_tiff(path, value_text):
+    text = f"0\r\nAP_PIXEL_SIZE\r\nPixel Size = {value_text}\r\n"
+    tifffile.imwrite(path, np.full((32, 32), 100, np.uint8), extratags=[(34118, "s", 0, text, True)])
+
+
+def _imagej_tiff(path, px_per_unit, unit, arr=None):
+    arr = np.full((32, 32), 100, np.uint8) if arr is None else arr
+    tifffile.imwrite(path, arr, imagej=True, resolution=(px_per_unit, px_per_unit), metadata={"unit": unit})
+
+
+@pytest.mark.parametrize("case,words", [
+    ("unknown unit", "unknown length unit 'furlong'"), ("reciprocal", "reciprocal units"),
+    ("zero", "not a positive number"), ("negative", "not a positive number"), ("nan", "not a positive number")])
+def test_broken_metadata_becomes_unknown_with_a_warning(tmp_path, case, words):
+    import warnings
+
+    from sagegan.io import InputWarning
+
+    path = tmp_path / "a.tif"
+    if case == "unknown unit":
+        _imagej_tiff(path, 2.0, "furlong")
+    elif case == "reciprocal":
+        _imagej_tiff(path, 2.0, "1/nm")
+    else:
+        _cz_sem_tiff(path, {"zero": "0 nm", "negative": "-3 nm", "nan": "nan nm"}[case])
+    with pytest.warns(InputWarning) as record:
+        m = read_micrograph(path)
+    assert m.nm_per_px is None and len(record) == 1
+    msg = str(record[0].message)
+    assert msg.startswith(f"{path}: pixel size unknown") and words in msg and "--nm-per-px" in msg and "\n" not in msg
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InputWarning)  # the user's value wins before any parsing
+        given = read_micrograph(path, nm_per_px=2.5)
+    assert given.nm_per_px == 2.5 and given.metadata["pixel_size_source"] == "given by the user"
+
+
+def test_implausible_pixel_size_is_a_warning(tmp_path):
+    from sagegan.io import InputWarning
+
+    _cz_sem_tiff(tmp_path / "a.tif", "5 m")
+    with pytest.warns(InputWarning, match=r"a\.tif: pixel size 5e\+09 nm/px is outside the plausible range"):
+        assert read_micrograph(tmp_path / "a.tif").nm_per_px == pytest.approx(5e9)
+    with pytest.warns(InputWarning, match="--nm-per-px: pixel size 0.0001 nm/px is outside"):
+        assert read_micrograph(tmp_path / "a.tif", nm_per_px=1e-4).nm_per_px == 1e-4
+    with pytest.raises(InputError, match="--nm-per-px must be a positive number"):
+        read_micrograph(tmp_path / "a.tif", nm_per_px=float("nan"))
+
+
+def test_label_tiffs_with_odd_imagej_units_read_as_masks(tmp_path):
+    import warnings
+
+    from sagegan.io import InputWarning
+
+    labels = np.zeros((32, 32), np.uint16)
+    labels[4:12, 4:12], labels[4:12, 12:20] = 1, 2
+    for i, unit in enumerate(("1/nm", "furlong", "nm")):
+        _imagej_tiff(tmp_path / f"l{i}.tif", 0.0 if unit == "nm" else 2.0, unit, labels)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", InputWarning)  # masks never read calibration
+            np.testing.assert_array_equal(read_mask(tmp_path / f"l{i}.tif"), labels)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from typer.exceptions import TyperException
 
 from . import __version__, reexec_with_malloc_settings
 from .io import InputError
@@ -36,6 +37,28 @@ def _version(value: bool) -> None:
 def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                        help="Print the version and exit.")) -> None:
     """Few-label nanoparticle segmentation for electron micrographs."""
+    _warnings_as_one_line()
+
+
+def _warnings_as_one_line() -> None:
+    """Print each :class:`sagegan.io.InputWarning` (a doubtful input file, e.g. an unknown pixel
+    size) as one ``sagegan: warning: <file>: <problem>`` line on stderr; other warnings as usual."""
+    import warnings
+
+    from .io import InputWarning
+
+    shown = warnings.showwarning
+    if getattr(shown, "_sagegan", False):
+        return
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, InputWarning):
+            typer.echo(f"sagegan: warning: {message}", err=True)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    show._sagegan = True  # type: ignore[attr-defined]
+    warnings.showwarning = show
 
 
 # Options shared by the commands that read data, spelled once.
@@ -45,6 +68,9 @@ MASKS = typer.Option(None, "--masks", help="Folder of masks (instead of --data).
 SPLIT = typer.Option(None, "--split", help="Text/CSV file whose first column lists the stems to use.")
 CROP = typer.Option(0, "--crop-bottom", min=0, help="Rows to drop at the bottom (data bar).")
 NM = typer.Option(None, "--nm-per-px", help="Pixel size in nm; overrides the files' value.")
+MASK_KIND = typer.Option("auto", "--mask-kind", help="auto | binary | labels: how to read the masks. auto "
+                         "decides from each mask's content and refuses ambiguous ones; binary thresholds at "
+                         "half the maximum and splits 4-connected particles; labels keeps the ids.")
 SEED = typer.Option(0, "--seed", help="Random seed.")
 
 
@@ -58,12 +84,14 @@ def simulate(
     seed: int = SEED,
     nm_per_px: Optional[float] = typer.Option(None, "--nm-per-px",
                                               help="Nominal pixel size recorded with the set."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the pairs sagegan generated in a non-empty "
+                                   "--out (all of them; other files are never removed)."),
 ) -> None:
     """Simulate micrographs of nanoparticle arrays with exact instance masks."""
     from .simulate import simulate_dataset
 
     folder = simulate_dataset(out, n=n, size=size, layout=layout, modality=modality, seed=seed,
-                              nm_per_px=nm_per_px)
+                              nm_per_px=nm_per_px, overwrite=overwrite)
     typer.echo(f"wrote {n} image/mask pairs to {folder} (images/, masks/, truth.csv, simulation.json)")
 
 
@@ -71,13 +99,14 @@ def simulate(
 def check_data(
     data: Optional[Path] = DATA, images: Optional[Path] = IMAGES, masks: Optional[Path] = MASKS,
     split: Optional[Path] = SPLIT, crop_bottom: int = CROP, nm_per_px: Optional[float] = NM,
+    mask_kind: str = MASK_KIND,
 ) -> None:
     """Read a data folder as training would, and summarise it (or name the first problem)."""
     from .io import load_pairs, resolve_data_dirs
 
     images_dir, masks_dir = resolve_data_dirs(data, images, masks)
     samples = load_pairs(images_dir, masks_dir, split, crop_bottom=crop_bottom, nm_per_px=nm_per_px,
-                         progress=True)
+                         progress=True, mask_kind=mask_kind)
     n_particles = sum(int(len(set(s.labels[s.labels > 0].tolist()))) for s in samples)
     sides = sorted({s.image.shape for s in samples})
     calibrated = sum(s.nm_per_px is not None for s in samples)
@@ -100,42 +129,65 @@ def train_seg(
     loss: str = typer.Option("ce_dice", "--loss", help="ce_dice | focal_tversky"),
     scale: str = typer.Option("canonical", "--scale", help="canonical (zoom particles to "
                               "--diameter px) | native"),
-    diameter: float = typer.Option(24.0, "--diameter", help="Canonical particle diameter in px."),
+    diameter: float = typer.Option(24.0, "--diameter", min=1.0, help="Canonical particle diameter in px."),
     widths: str = typer.Option("16,32,64,128,256", "--widths", help="Channels per level."),
     norm: str = typer.Option("batch", "--norm", help="batch | group | instance"),
     dropout: float = typer.Option(0.0, "--dropout", help="Decoder dropout."),
     bottleneck_attention: bool = typer.Option(False, "--bottleneck-attention",
                                               help="Add multi-head self-attention at the bottleneck."),
-    patch_size: int = typer.Option(256, "--patch-size"),
+    patch_size: int = typer.Option(256, "--patch-size", min=16),
     scale_jitter: float = typer.Option(0.2, "--scale-jitter", min=0.0, help="Random zoom in [1/(1+j), 1+j] "
                                        "around the canonical scale; wider tolerates a rougher --scale auto."),
-    batch_size: int = typer.Option(8, "--batch-size"),
+    batch_size: int = typer.Option(8, "--batch-size", min=1),
     lr: float = typer.Option(1e-3, "--lr"),
-    val_every: int = typer.Option(200, "--val-every", help="Steps between validations."),
+    val_every: int = typer.Option(200, "--val-every", min=1, help="Steps between validations."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
     resume: bool = typer.Option(False, "--resume", help="Continue from RUN/last.safetensors."),
-    crop_bottom: int = CROP, nm_per_px: Optional[float] = NM,
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run in a non-empty RUN; the old one is "
+                                   "moved to RUN.bak-<time> once the new one has its first checkpoint."),
+    crop_bottom: int = CROP, nm_per_px: Optional[float] = NM, mask_kind: str = MASK_KIND,
 ) -> None:
     """Phase 1: train the Attention U-Net segmenter on labelled images."""
     from .io import load_pairs, resolve_data_dirs
     from .data import Augment
+    from .runs import TrainingInterrupted, check_run_folder
     from .train_seg import SegTrainConfig, train_segmenter
 
     if scale not in ("canonical", "native"):
         raise ValueError(f"--scale must be canonical or native, got {scale!r}")
-    cfg = SegTrainConfig(arch=arch, loss=loss, widths=tuple(int(w) for w in widths.split(",")), norm=norm,
+    cfg = SegTrainConfig(arch=arch, loss=loss, widths=_int_list(widths, "--widths"), norm=norm,
                          dropout=dropout, bottleneck_attention=bottleneck_attention,
                          canonical_diameter_px=diameter if scale == "canonical" else None,
                          patch_size=patch_size, batch_size=batch_size, lr=lr, epochs=epochs,
                          max_minutes=max_minutes, val_every=val_every, seed=seed, device=device,
                          augment=Augment(scale_jitter=scale_jitter))
+    check_run_folder(out, resume, overwrite)  # before reading any data
     images_dir, masks_dir = resolve_data_dirs(data, images, masks)
-    train = load_pairs(images_dir, masks_dir, split, crop_bottom=crop_bottom, nm_per_px=nm_per_px, progress=True)
+    train = load_pairs(images_dir, masks_dir, split, crop_bottom=crop_bottom, nm_per_px=nm_per_px, progress=True,
+                       mask_kind=mask_kind)
     val = None
     if val_split is not None:
-        val = load_pairs(images_dir, masks_dir, val_split, crop_bottom=crop_bottom, nm_per_px=nm_per_px)
-    run = train_segmenter(train, out, cfg, val=val, resume=resume)
+        val = load_pairs(images_dir, masks_dir, val_split, crop_bottom=crop_bottom, nm_per_px=nm_per_px,
+                         mask_kind=mask_kind)
+    try:
+        run = train_segmenter(train, out, cfg, val=val, resume=resume, overwrite=overwrite)
+    except TrainingInterrupted as stop:
+        _interrupted("train-seg", stop)
     typer.echo(f"segmenter written to {run}")
+
+
+def _interrupted(command: str, stop) -> None:
+    """A training command stopped by SIGINT/SIGTERM: one line saying how to resume, exit 128 + signal."""
+    import shlex
+
+    args = sys.argv[1:]
+    if command in args:  # the same command line, continued
+        args = [a for a in args[args.index(command):] if a != "--overwrite"]
+        hint = "sagegan " + shlex.join(args + ([] if "--resume" in args else ["--resume"]))
+    else:
+        hint = f"sagegan {command} <the same options> --out {shlex.quote(str(stop.run_dir))} --resume"
+    typer.echo(f"sagegan: interrupted at step {stop.step}; resume with: {hint}", err=True)
+    raise typer.Exit(stop.exit_status)
 
 
 @app.command()
@@ -147,27 +199,50 @@ def segment(
     tta: bool = typer.Option(False, "--tta", help="Average over four flips (4x the network passes, a little "
                              "more accurate; BENCHMARKS.md)."),
     scale: str = typer.Option("auto", "--scale", help="auto | zoom factor applied before prediction."),
-    min_area: Optional[int] = typer.Option(None, "--min-area", help="Drop predicted particles smaller "
+    min_area: Optional[int] = typer.Option(None, "--min-area", min=0, help="Drop predicted particles smaller "
                                            "than this (px); default: the model's tuned share of a "
                                            "canonical particle's area (config.json postprocess)."),
     save_attention: bool = typer.Option(False, "--save-attention", help="Also write <stem>_attention.png."),
-    analyze: bool = typer.Option(False, "--analyze", help="Also run `sagegan analyze` on the result."),
+    analyze: bool = typer.Option(False, "--analyze", help="Also run `sagegan analyze` on the images of this "
+                                 "run, into OUT/analysis/."),
     split: Optional[Path] = typer.Option(None, "--split", help="Only the inputs whose stems this file lists."),
     crop_bottom: int = CROP,
+    max_pixels: int = typer.Option(100_000_000, "--max-pixels", min=1, help="Refuse larger images (pixels; "
+                                   "memory grows with the pixel count, BENCHMARKS.md)."),
 ) -> None:
-    """Segment micrographs of any size into particle instances."""
-    from .infer import segment_files
+    """Segment micrographs of any size into particle instances.
+
+    OUT/segment_manifest.json records every output with its input: sagegan's own outputs are never
+    taken as inputs, and a re-run into OUT replaces only the outputs of the images given. A bad image
+    is reported and the others finish; the command then exits with status 2.
+    """
+    from .infer import segment_batch
+    from .io import BatchError
 
     zoom: str | float = scale if scale == "auto" else _positive_float(scale, "--scale")
-    table = segment_files(inputs, model, out, nm_per_px=nm_per_px, scale=zoom, tta=tta, min_area_px=min_area,
-                          save_attention=save_attention, crop_bottom=crop_bottom, split=split)
-    typer.echo(f"{table['image'].nunique() if len(table) else 0} image(s), {len(table)} particles -> {out}")
-    if analyze:
+    batch = segment_batch(inputs, model, out, nm_per_px=nm_per_px, scale=zoom, tta=tta, min_area_px=min_area,
+                          save_attention=save_attention, crop_bottom=crop_bottom, split=split,
+                          report=lambda line: typer.echo(f"sagegan: {line}", err=True), max_pixels=max_pixels)
+    typer.echo(f"{len(batch.label_files)} image(s), {len(batch.particles)} particles -> {out}")
+    if analyze and batch.label_files:
         from .report import analyze_labels
 
-        analyze_labels([str(p) for p in sorted(Path(out).glob("*_labels.tif"))], out, images=None,
+        analyze_labels([str(p) for p in batch.label_files], Path(out) / "analysis", images=None,
                        nm_per_px=nm_per_px)
-        typer.echo(f"report: {Path(out) / 'report.html'}")
+        typer.echo(f"report: {Path(out) / 'analysis' / 'report.html'}")
+    if batch.failures:
+        raise BatchError(batch.failures, len(batch.names))
+
+
+def _int_list(text: str, option: str) -> tuple[int, ...]:
+    """``"16,32,64"`` -> (16, 32, 64); anything else is a one-line error naming the option."""
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1:
+        raise ValueError(f"{option} must be positive integers separated by commas, got {text!r}")
+    return values
 
 
 def _positive_float(text: str, option: str) -> float:
@@ -188,11 +263,12 @@ def analyze(
     images: Optional[Path] = typer.Option(None, "--images", help="Folder of the micrographs (same stems)."),
     nm_per_px: Optional[float] = NM,
     title: str = typer.Option("sagegan particle report", "--title"),
+    mask_kind: str = MASK_KIND,
 ) -> None:
     """Particle sizes and spatial order -> particles.csv, summary.json and report.html."""
     from .report import analyze_labels
 
-    summary = analyze_labels(labels, out, images=images, nm_per_px=nm_per_px, title=title)
+    summary = analyze_labels(labels, out, images=images, nm_per_px=nm_per_px, title=title, mask_kind=mask_kind)
     batch = summary["batch"]
     typer.echo(f"{batch.get('n_particles')} particles in {batch.get('n_images')} image(s); "
                f"report: {Path(out) / 'report.html'}")
@@ -225,16 +301,19 @@ def train_gan(
     style_encoder: bool = typer.Option(False, "--style-encoder/--no-style-encoder", help="Encode each real patch's "
                                        "style into the latent z for the paired and cycle terms (BicycleGAN), so "
                                        "that different z give differently looking images."),
-    batch_size: int = typer.Option(2, "--batch-size"),
-    patch_size: int = typer.Option(256, "--patch-size"),
-    val_every: int = typer.Option(250, "--val-every"),
+    batch_size: int = typer.Option(2, "--batch-size", min=1),
+    patch_size: int = typer.Option(256, "--patch-size", min=16),
+    val_every: int = typer.Option(250, "--val-every", min=1),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
     resume: bool = typer.Option(False, "--resume", help="Continue from GANRUN/last.safetensors."),
-    crop_bottom: int = CROP, nm_per_px: Optional[float] = NM,
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run in a non-empty GANRUN; the old one "
+                                   "is moved to GANRUN.bak-<time> once the new one has its first checkpoint."),
+    crop_bottom: int = CROP, nm_per_px: Optional[float] = NM, mask_kind: str = MASK_KIND,
 ) -> None:
     """Phase 2: train SAGE-GAN around a phase 1 segmenter."""
     from .io import read_json
     from .io import load_pairs, resolve_data_dirs
+    from .runs import TrainingInterrupted, check_distinct_folders, check_run_folder
     from .train_gan import GanTrainConfig, train_gan as run_train_gan
 
     cfg = GanTrainConfig(steps=steps, max_minutes=max_minutes, seed=seed, warmup_steps=warmup_steps,
@@ -243,19 +322,28 @@ def train_gan(
                          perceptual="vgg19" if vgg19_weights else "segmenter",
                          vgg19_weights=str(vgg19_weights) if vgg19_weights else None, batch_size=batch_size,
                          patch_size=patch_size, val_every=val_every, sample_every=val_every, device=device)
+    check_distinct_folders(out, seg, "--seg")  # before reading any data
+    check_run_folder(out, resume, overwrite)
     images_dir, masks_dir = resolve_data_dirs(data, images, masks)
-    samples = load_pairs(images_dir, masks_dir, split, crop_bottom=crop_bottom, nm_per_px=nm_per_px, progress=True)
+    samples = load_pairs(images_dir, masks_dir, split, crop_bottom=crop_bottom, nm_per_px=nm_per_px, progress=True,
+                         mask_kind=mask_kind)
     if val_split is not None:
         val_stems = set(_stems(val_split))
     else:  # keep the phase 1 validation images out of GAN training too
         val_stems = set(read_json(seg / "config.json").get("data", {}).get("val_stems", []))
     val = [s for s in samples if s.stem in val_stems]
     if val_split is not None and not val:
-        val = load_pairs(images_dir, masks_dir, val_split, crop_bottom=crop_bottom, nm_per_px=nm_per_px)
+        val = load_pairs(images_dir, masks_dir, val_split, crop_bottom=crop_bottom, nm_per_px=nm_per_px,
+                         mask_kind=mask_kind)
     train = [s for s in samples if s.stem not in val_stems]
     source = {"images": str(images_dir.resolve()), "masks": str(masks_dir.resolve()),
-              "split": str(split.resolve()) if split else None, "crop_bottom": crop_bottom}
-    run = run_train_gan(train, seg, out, cfg, val=val or None, resume=resume, data_source=source)
+              "split": str(split.resolve()) if split else None, "crop_bottom": crop_bottom,
+              "mask_kind": mask_kind}
+    try:
+        run = run_train_gan(train, seg, out, cfg, val=val or None, resume=resume, data_source=source,
+                            overwrite=overwrite)
+    except TrainingInterrupted as stop:
+        _interrupted("train-gan", stop)
     typer.echo(f"SAGE-GAN written to {run}")
 
 
@@ -274,16 +362,20 @@ def synthesize(
     styles: str = typer.Option("random", "--styles", help="random | real: latent z from N(0, I), or encoded from "
                                "random patches of the training images (needs a run trained with --style-encoder)."),
     seed: int = SEED,
-    size: int = typer.Option(256, "--size", help="Side of the synthetic images (px)."),
+    size: int = typer.Option(256, "--size", min=16, help="Side of the synthetic images (px)."),
     data: Optional[Path] = typer.Option(None, "--data", help="Training data folder for `real` layouts and styles "
                                         "(default: where the GAN run read it)."),
     images: Optional[Path] = IMAGES, masks: Optional[Path] = MASKS,
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the pairs sagegan generated in a non-empty "
+                                   "--out (all of them; other files are never removed)."),
+    mask_kind: str = typer.Option("auto", "--mask-kind", help="auto | binary | labels: how to read the masks of "
+                                  "the training data (auto: as the GAN run recorded, else from their content)."),
 ) -> None:
     """Render synthetic image/mask pairs with a trained SAGE-GAN generator."""
     from .synthesize import synthesize as run_synthesize
 
     folder = run_synthesize(model, n, out, layouts=layouts, seed=seed, size=size, data=data, images=images,
-                            masks=masks, styles=styles)
+                            masks=masks, styles=styles, overwrite=overwrite, mask_kind=mask_kind)
     typer.echo(f"wrote {n} synthetic pairs to {folder}")
 
 
@@ -295,12 +387,22 @@ def evaluate(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the summary (and rows) as JSON."),
     csv_out: Optional[Path] = typer.Option(None, "--csv", help="Write per-image metrics as CSV."),
     crop_bottom: int = CROP,
+    allow_missing: bool = typer.Option(False, "--allow-missing", help="Score the images that have a prediction "
+                                       "when --pred lacks some (default: refuse)."),
+    mask_kind: str = typer.Option("auto", "--mask-kind", help="auto | binary | labels: how to read the masks of "
+                                  "--truth and --pred. auto decides from each file's content and refuses "
+                                  "micrographs and ambiguous masks."),
 ) -> None:
     """Score predictions against ground truth: Dice, IoU, object P/R/F1, PQ, size errors."""
-    from .io import write_json
+    from .io import _listing, write_json
     from .evaluate import evaluate_folders, headline
 
-    table, summary = evaluate_folders(pred, truth, split, crop_bottom=crop_bottom, progress=True)
+    table, summary = evaluate_folders(pred, truth, split, crop_bottom=crop_bottom, progress=True,
+                                      allow_missing=allow_missing, mask_kind=mask_kind)
+    missing = summary["missing_predictions"]
+    if missing:
+        typer.echo(f"sagegan: {pred} lacks predictions for {len(missing)} of the {len(missing) + len(table)} images "
+                   f"with ground truth; scored the other {len(table)} (left out: {_listing(missing)})", err=True)
     if csv_out:
         table.to_csv(csv_out, index=False)
     if json_out:
@@ -316,31 +418,71 @@ def demo(
     data: Optional[Path] = typer.Option(None, "--data", help="Run on your own data folder instead."),
     quick: bool = typer.Option(False, "--quick", help="Tiny budgets (for tests)."),
     seed: int = SEED,
+    mask_kind: str = typer.Option("auto", "--mask-kind", help="auto | binary | labels: how to read the masks "
+                                  "of --data."),
 ) -> None:
     """The main job: simulate data, train, synthesise, segment, analyse, report."""
     from .demo import run_demo
 
-    run_demo(out, data=data, quick=quick, seed=seed)
+    run_demo(out, data=data, quick=quick, seed=seed, mask_kind=mask_kind)
 
 
 HEAVY_COMMANDS = {"train-seg", "train-gan", "segment", "synthesize", "evaluate", "demo", "analyze"}
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    """Entry point: one clear line and exit status 2 for bad input, never a traceback."""
+    """Entry point: every failure is one line on stderr, never a traceback (unless ``--debug``).
+
+    Exit status 2 for bad input or usage (the message names the file or option), 130 when
+    interrupted, 1 for an internal error. ``--debug`` anywhere on the command line (or
+    ``SAGEGAN_DEBUG=1``) shows the traceback instead.
+    """
     args = list(sys.argv[1:] if argv is None else argv)
+    if "--debug" in args:
+        args = [a for a in args if a != "--debug"]
+        os.environ["SAGEGAN_DEBUG"] = "1"  # survives the re-exec below
+    debug = bool(os.environ.get("SAGEGAN_DEBUG"))
     if HEAVY_COMMANDS & set(args[:3]):
         reexec_with_malloc_settings(["-m", "sagegan", *args])
     try:
-        app(args=argv, prog_name="sagegan", standalone_mode=True)
-    except InputError as exc:
-        typer.echo(f"sagegan: error: {exc}", err=True)
-        sys.exit(2)
-    except ValueError as exc:  # argument checks of the Python API
-        if os.environ.get("SAGEGAN_DEBUG"):
+        status = app(args=args, prog_name="sagegan", standalone_mode=False)
+    except typer.Exit as exc:
+        status = exc.exit_code
+    except typer.Abort:
+        _fail("interrupted", 130)
+    except TyperException as exc:  # usage: unknown option, invalid value...
+        message = _one_line(exc.format_message())
+        if not message:  # no arguments at all: the help has been shown
+            sys.exit(exc.exit_code)
+        _fail(message, exc.exit_code)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    except Exception as exc:
+        if debug:
             raise
-        typer.echo(f"sagegan: error: {exc}", err=True)
-        sys.exit(2)
+        _fail(*_describe(exc))
+    sys.exit(status if isinstance(status, int) else 0)
+
+
+def _describe(exc: Exception) -> tuple[str, int]:
+    """The one line (and exit status) for an exception that reached the command line."""
+    if isinstance(exc, (InputError, ValueError)):  # bad input, argument checks of the Python API
+        return _one_line(str(exc)), 2
+    if isinstance(exc, OSError):  # unwritable output, full disk, missing folder...
+        where = exc.filename or ""
+        what = exc.strerror or str(exc)
+        return (f"{where}: {what}" if where else what), 2
+    return (f"internal error: {type(exc).__name__}: {_one_line(str(exc))} "
+            "(run with --debug for the traceback)"), 1
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _fail(message: str, status: int) -> None:
+    typer.echo(f"sagegan: error: {message}" if status != 130 else f"sagegan: {message}", err=True)
+    sys.exit(status)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .io import Sample, load_pairs, read_mask, resolve_data_dirs, write_image, write_labels
+from .io import InputError, Sample, load_pairs, read_mask, resolve_data_dirs, write_image, write_labels
 from .report import demo_truth_numbers, write_demo_report
 
 
@@ -57,10 +57,12 @@ def simulated_split(out: Path, budget: DemoBudget, seed: int) -> tuple[list[Samp
     return samples[: budget.n_train], samples[budget.n_train:], pd.concat(truths, ignore_index=True)
 
 
-def user_split(data: Path, budget: DemoBudget, seed: int) -> tuple[list[Sample], list[Sample]]:
-    """A user's data folder: a quarter of the images (at least one) held out for scoring."""
+def user_split(data: Path, budget: DemoBudget, seed: int,
+               mask_kind: str = "auto") -> tuple[list[Sample], list[Sample]]:
+    """A user's data folder (masks read as ``mask_kind`` says, :func:`sagegan.io.read_mask`):
+    a quarter of the images (at least one) held out for scoring."""
     images, masks = resolve_data_dirs(data)
-    samples = load_pairs(images, masks, progress=True)
+    samples = load_pairs(images, masks, progress=True, mask_kind=mask_kind)
     order = np.random.default_rng(seed).permutation(len(samples))
     n_held = max(1, len(samples) // 4) if len(samples) > 1 else 0
     held = [samples[i] for i in order[:n_held]]
@@ -87,13 +89,26 @@ def recipe_config(budget: DemoBudget, seed: int, quick: bool):
                         final_budget=Budget(minutes=budget.finetune_minutes))
 
 
-def _data_source(out: Path, data: str | Path | None) -> dict:
-    """Where the GAN run can re-read its training pairs."""
+def _data_source(out: Path, data: str | Path | None, mask_kind: str = "auto") -> dict:
+    """Where the GAN run can re-read its training pairs, and how to read their masks."""
     if data is None:
         return {"images": str((out / "data" / "train" / "images").resolve()),
                 "masks": str((out / "data" / "train" / "masks").resolve())}
     images, masks = resolve_data_dirs(data)
-    return {"images": str(images.resolve()), "masks": str(masks.resolve())}
+    return {"images": str(images.resolve()), "masks": str(masks.resolve()), "mask_kind": mask_kind}
+
+
+def _fresh_folder(out: Path) -> Path:
+    """``out``, empty: an earlier demo there is moved to ``OUT.bak-<time>`` (nothing is deleted);
+    a non-empty folder that is not a demo's is refused."""
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / "demo_config.json").exists():
+            raise InputError(f"{out}: folder is not empty and holds no earlier demo; choose another --out")
+        backup = out.with_name(f"{out.name}.bak-{time.strftime('%Y%m%d-%H%M%S')}")
+        out.rename(backup)
+        print(f"moved the earlier demo in {out} to {backup}")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
 
 
 def _stage(name: str) -> float:
@@ -101,16 +116,17 @@ def _stage(name: str) -> float:
     return time.monotonic()
 
 
-def run_demo(out: str | Path, data: str | Path | None = None, quick: bool = False, seed: int = 0) -> Path:
-    """Run the demo; returns the path of ``report.html``."""
+def run_demo(out: str | Path, data: str | Path | None = None, quick: bool = False, seed: int = 0,
+             mask_kind: str = "auto") -> Path:
+    """Run the demo; returns the path of ``report.html``. ``mask_kind`` says how to read the
+    masks of a user's ``data`` folder (:func:`sagegan.io.read_mask`)."""
     from .evaluate import headline
     from .infer import segment_files
     from .io import write_json
     from .metrics import evaluate_pair, summarize
     from .pipeline import run_recipe
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _fresh_folder(Path(out))
     budget = QUICK if quick else DemoBudget()
     timings: dict[str, float] = {}
     truth = None
@@ -119,7 +135,7 @@ def run_demo(out: str | Path, data: str | Path | None = None, quick: bool = Fals
         train, held, truth = simulated_split(out, budget, seed)
         print(f"simulated {len(train)} labelled and {len(held)} held-out SEM micrographs of ordered arrays")
     else:
-        train, held = user_split(Path(data), budget, seed)
+        train, held = user_split(Path(data), budget, seed, mask_kind)
         for part, items in (("heldout", held),):
             for s in items:
                 write_image(out / "data" / part / "images" / f"{s.stem}.png", s.image)
@@ -133,7 +149,7 @@ def run_demo(out: str | Path, data: str | Path | None = None, quick: bool = Fals
                "(generator + segmenter + two discriminators), synthesis of new layouts, fine-tuning on "
                "real + synthetic pairs")
     recipe = run_recipe(train, train[:1] if len(train) < 4 else train[:2], out, recipe_config(budget, seed, quick),
-                        data_source=_data_source(out, data))
+                        data_source=_data_source(out, data, mask_kind))
     seg_run, gan_run, fine_run = recipe.phase1, recipe.gan, recipe.final
     timings.update(phase1=recipe.seconds["phase1"], gan=recipe.seconds["gan"],
                    synthesis=recipe.seconds["synthesis"], finetune=recipe.seconds["final"])
@@ -145,15 +161,16 @@ def run_demo(out: str | Path, data: str | Path | None = None, quick: bool = Fals
                       ("fine-tuned on real + synthetic", fine_run)):
         pred_dir = out / "segmented" / _slug(name)
         segment_files([held_dir], run, pred_dir, progress=False, save_attention=True)
-        rows = [evaluate_pair(read_mask(pred_dir / f"{s.stem}_labels.tif"), s.labels) for s in held]
-        scores[name] = {**headline(summarize(rows)), "dir": pred_dir}
+        rows = [evaluate_pair(read_mask(pred_dir / f"{s.stem}_labels.tif", kind="labels"), s.labels) for s in held]
+        scores[name] = {**headline(summarize(rows)), "dir": pred_dir,
+                        "labels": [pred_dir / f"{s.stem}_labels.tif" for s in held]}
     best = max(scores, key=lambda k: scores[k]["mean_f1_50"] or 0)
     timings["segment"] = time.monotonic() - t
 
     t = _stage("7/7 particle sizes and spatial order, report")
     from .report import analyze_labels
 
-    analysis = analyze_labels([str(p) for p in sorted(scores[best]["dir"].glob("*_labels.tif"))],
+    analysis = analyze_labels([str(p) for p in scores[best]["labels"]],
                               out / "analysis", images=held_dir, title="held-out images")
     timings["analysis"] = time.monotonic() - t
     report = write_demo_report(out, scores, analysis, truth, held, timings, budget, best)

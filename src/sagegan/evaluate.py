@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .io import IMAGE_SUFFIXES, InputError, _listing, _stem, read_mask, read_split
+from .io import IMAGE_SUFFIXES, InputError, _listing, _stem, check_mask_kind, read_mask, read_split
 from .metrics import evaluate_pair, summarize
 
 PRED_SUFFIX = "_labels"
@@ -24,8 +24,17 @@ def _prediction_stem(path: Path) -> str:
 
 
 def pair_predictions(pred_dir: str | Path, truth_dir: str | Path,
-                     split: str | Path | Sequence[str] | None = None) -> list[tuple[str, Path, Path]]:
-    """(stem, prediction, truth) for every truth mask that has a prediction (and is in the split)."""
+                     split: str | Path | Sequence[str] | None = None,
+                     allow_missing: bool = False) -> tuple[list[tuple[str, Path, Path]], list[str]]:
+    """(stem, prediction, truth) for every truth mask (of the split, when given), and the stems
+    the prediction folder lacks.
+
+    Raises
+    ------
+    InputError
+        The prediction folder lacks any of them (unless ``allow_missing``: then they are left
+        out and returned), or it matches none.
+    """
     pred_dir, truth_dir = Path(pred_dir), Path(truth_dir)
     for folder in (pred_dir, truth_dir):
         if not folder.is_dir():
@@ -44,35 +53,44 @@ def pair_predictions(pred_dir: str | Path, truth_dir: str | Path,
         if missing:
             raise InputError(f"{truth_dir}: no ground truth for {len(missing)} image(s) of the split: {_listing(missing)}")
     else:
-        stems = sorted(s for s in truths if s in preds)
+        stems = sorted(truths)
     no_pred = [s for s in stems if s not in preds]
-    if no_pred:
-        raise InputError(f"{pred_dir}: no prediction for {len(no_pred)} image(s): {_listing(no_pred)}")
-    if not stems:
+    if len(no_pred) == len(stems):
         raise InputError(f"{pred_dir}: no predictions match the ground truth in {truth_dir}")
-    return [(s, preds[s], truths[s]) for s in stems]
+    if no_pred and not allow_missing:
+        raise InputError(f"{pred_dir}: no prediction for {len(no_pred)} image(s) of the {len(stems)} with ground "
+                         f"truth: {_listing(no_pred)}; --allow-missing scores the other {len(stems) - len(no_pred)}")
+    return [(s, preds[s], truths[s]) for s in stems if s in preds], no_pred
 
 
 def evaluate_folders(pred_dir: str | Path, truth_dir: str | Path,
                      split: str | Path | Sequence[str] | None = None, crop_bottom: int = 0,
-                     progress: bool = False) -> tuple[pd.DataFrame, dict]:
-    """Per-image metrics (DataFrame) and their summary (mean over images and pooled)."""
+                     progress: bool = False, allow_missing: bool = False,
+                     mask_kind: str = "auto") -> tuple[pd.DataFrame, dict]:
+    """Per-image metrics (DataFrame) and their summary (mean over images and pooled).
+
+    Every ground-truth mask (of the split, when given) needs a prediction; ``allow_missing``
+    scores the images that have one, and lists the others in the summary's
+    ``missing_predictions``. ``mask_kind`` says how to read the truth masks and the
+    predictions (:func:`sagegan.io.read_mask`); ``"auto"`` refuses micrographs given in their place.
+    """
+    check_mask_kind(mask_kind)
     rows = []
-    pairs = pair_predictions(pred_dir, truth_dir, split)
+    pairs, missing = pair_predictions(pred_dir, truth_dir, split, allow_missing)
     iterator = pairs
     if progress:
         from rich.progress import track
 
         iterator = track(pairs, description="evaluating")
     for stem, pred_path, truth_path in iterator:
-        truth = read_mask(truth_path, crop_bottom=crop_bottom)
-        pred = read_mask(pred_path)
+        truth = read_mask(truth_path, crop_bottom=crop_bottom, kind=mask_kind)
+        pred = read_mask(pred_path, kind=mask_kind)
         if pred.shape != truth.shape:
             raise InputError(f"{pred_path}: prediction is {pred.shape[1]}x{pred.shape[0]} px but the truth "
                              f"{truth_path.name} is {truth.shape[1]}x{truth.shape[0]} px")
         rows.append({"image": stem, **evaluate_pair(pred, truth)})
     table = pd.DataFrame(rows)
-    return table, summarize(rows)
+    return table, {**summarize(rows), "missing_predictions": missing}
 
 
 def headline(summary: dict) -> dict:

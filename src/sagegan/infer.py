@@ -16,19 +16,30 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .data import N_CLASSES, median_ecd, normalise_percentile, scale_factor_for
-from .io import InputError
+from .io import MAX_PIXELS, InputError
 from .plot import overlay_heatmap, overlay_outlines
 from .runs import MIN_AREA_FRACTION, Segmenter, load_segmenter
 
 
 # ------------------------------------------------------------------------------- particle size
+
+
+# The autocorrelation is computed on a central crop of at most this side: enough particles for a
+# size estimate, at a cost in time and memory that does not grow with the image.
+AUTOCORR_MAX_SIDE = 1024
+
+
+def _central_crop(image: np.ndarray, side: int) -> np.ndarray:
+    h, w = image.shape
+    y0, x0 = max(0, (h - side) // 2), max(0, (w - side) // 2)
+    return image[y0:y0 + side, x0:x0 + side]
 
 
 def estimate_diameter_autocorr(image: np.ndarray) -> float:
@@ -40,7 +51,7 @@ def estimate_diameter_autocorr(image: np.ndarray) -> float:
     """
     from scipy import ndimage as ndi
 
-    img = image.astype(np.float32)
+    img = _central_crop(image, AUTOCORR_MAX_SIDE).astype(np.float32)
     h, w = img.shape
     smooth = ndi.gaussian_filter(img, 1.0)
     trend = ndi.gaussian_filter(img, max(h, w) / 8)
@@ -96,6 +107,14 @@ def tile_side(length: int, max_tile: int, min_overlap: int, divisor: int) -> int
     return up(math.ceil((length + (n - 1) * min_overlap) / n))
 
 
+# Images larger than this once zoomed are predicted in blocks of about BLOCK_ZOOMED_PX a side (in
+# zoomed px) with BLOCK_MARGIN_ZOOMED_PX of context around each, so that memory stays bounded by
+# the maps at the input's size; smaller images are predicted in one pass.
+MAX_WHOLE_ZOOMED_PX = 4096 * 4096
+BLOCK_ZOOMED_PX = 3072
+BLOCK_MARGIN_ZOOMED_PX = 256
+
+
 @torch.inference_mode()
 def predict_maps(seg: Segmenter, image: np.ndarray, scale: float = 1.0, tta: bool = False,
                  tile: int = 1088, min_overlap: int = 64, with_gates: bool = False,
@@ -104,14 +123,48 @@ def predict_maps(seg: Segmenter, image: np.ndarray, scale: float = 1.0, tta: boo
 
     ``image`` is a float array (H, W); ``scale`` zooms it before prediction. Tiles of at most
     ``tile`` px overlap by at least ``min_overlap`` px and are blended with Gaussian weights.
-    ``keep_zoomed`` returns the maps at the zoomed size instead of the input's.
+    ``keep_zoomed`` returns the maps at the zoomed size instead of the input's. Images above
+    ``MAX_WHOLE_ZOOMED_PX`` once zoomed are predicted block by block (normalised as a whole).
     """
+    h, w = image.shape
+    norm = normalise_percentile(image)
+    options = dict(tta=tta, tile=tile, min_overlap=min_overlap, with_gates=with_gates, device=device)
+    if keep_zoomed or h * w * scale ** 2 <= MAX_WHOLE_ZOOMED_PX:
+        maps = _predict(seg, norm, scale, keep_zoomed=keep_zoomed, **options)
+    else:
+        maps = _predict_blocks(seg, norm, scale, **options)
+    result = {"probs": maps[:N_CLASSES], "distance": maps[N_CLASSES]}
+    if maps.shape[0] > N_CLASSES + 1:
+        result["gate"] = maps[N_CLASSES + 1]
+    return result
+
+
+def _predict_blocks(seg: Segmenter, norm: np.ndarray, scale: float, **options) -> np.ndarray:
+    """:func:`_predict` on overlapping blocks of a large image, each kept without its margin."""
+    h, w = norm.shape
+    block = max(64, int(BLOCK_ZOOMED_PX / scale))
+    margin = int(math.ceil(BLOCK_MARGIN_ZOOMED_PX / scale))
+    out: np.ndarray | None = None
+    for y0 in range(0, h, block):
+        for x0 in range(0, w, block):
+            y1, x1 = min(h, y0 + block), min(w, x0 + block)
+            ya, xa, yb, xb = max(0, y0 - margin), max(0, x0 - margin), min(h, y1 + margin), min(w, x1 + margin)
+            part = _predict(seg, norm[ya:yb, xa:xb], scale, **options)
+            if out is None:
+                out = np.empty((part.shape[0], h, w), np.float32)
+            out[:, y0:y1, x0:x1] = part[:, y0 - ya:y1 - ya, x0 - xa:x1 - xa]
+    return out
+
+
+def _predict(seg: Segmenter, norm: np.ndarray, scale: float, tta: bool, tile: int, min_overlap: int,
+             with_gates: bool, device, keep_zoomed: bool = False) -> np.ndarray:
+    """Maps (C, H, W) of one normalised image in one sliding-window pass."""
     from monai.inferers import sliding_window_inference
 
     net = seg.fast_net
     device = device or next(net.parameters()).device
-    h, w = image.shape
-    x = torch.from_numpy(normalise_percentile(image))[None, None].to(device)
+    h, w = norm.shape
+    x = torch.from_numpy(norm)[None, None].to(device)
     if abs(scale - 1.0) > 1e-3:
         size = (max(int(round(h * scale)), 8), max(int(round(w * scale)), 8))
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=scale < 1)
@@ -140,11 +193,7 @@ def predict_maps(seg: Segmenter, image: np.ndarray, scale: float = 1.0, tta: boo
     if maps.shape[-2:] != (h, w) and not keep_zoomed:
         maps = F.interpolate(maps, size=(h, w), mode="bilinear", align_corners=False,
                              antialias=maps.shape[-1] > w)
-    maps = maps[0].float().cpu().numpy()
-    result = {"probs": maps[:N_CLASSES], "distance": maps[N_CLASSES]}
-    if maps.shape[0] > N_CLASSES + 1:
-        result["gate"] = maps[N_CLASSES + 1]
-    return result
+    return maps[0].float().cpu().numpy()
 
 
 @torch.inference_mode()
@@ -185,7 +234,7 @@ def instances_from_maps(probs: np.ndarray, distance: np.ndarray, fg_threshold: f
 
     foreground = probs[0] < 1.0 - fg_threshold
     seeds, n = ndi.label((distance > seed_threshold) & foreground)
-    labels = watershed(-distance, seeds, mask=foreground) if n else np.zeros(foreground.shape, np.int32)
+    labels = _watershed(distance, seeds, foreground) if n else np.zeros(foreground.shape, np.int32)
     orphans, n_orphans = ndi.label(foreground & (labels == 0))
     if n_orphans:
         labels = np.where(orphans > 0, orphans + labels.max(), labels)
@@ -197,6 +246,40 @@ def instances_from_maps(probs: np.ndarray, distance: np.ndarray, fg_threshold: f
     from skimage.segmentation import relabel_sequential
 
     return relabel_sequential(labels.astype(np.int32))[0]
+
+
+# Images above this many pixels are flooded block by block, each block with a margin of a few
+# particle diameters, so that the watershed's memory stays bounded; smaller ones in one pass.
+MAX_WHOLE_WATERSHED_PX = 4096 * 4096
+WATERSHED_BLOCK_PX = 2048
+
+
+def _watershed(distance: np.ndarray, seeds: np.ndarray, foreground: np.ndarray) -> np.ndarray:
+    """The seeded watershed of :func:`instances_from_maps`, in blocks for large images.
+
+    A pixel is flooded from seeds within a particle's reach, so a block that sees every seed
+    within a margin of four core diameters (about two particle diameters) floods its inside as
+    the whole image would; seeds keep their global ids, so the blocks need no stitching. Only
+    particles wider than the margin (beyond the 99th percentile) can differ at block seams.
+    """
+    from skimage.segmentation import watershed
+
+    if foreground.size <= MAX_WHOLE_WATERSHED_PX:
+        return watershed(-distance, seeds, mask=foreground)
+    # the reach of nearly every particle; a few huge cores (a misread background) must not make
+    # every block the whole image
+    areas = np.bincount(seeds.ravel())[1:]
+    core_area = float(np.percentile(areas[areas > 0], 99))
+    margin = min(int(4 * 2 * math.sqrt(core_area / math.pi)) + 16, WATERSHED_BLOCK_PX)
+    h, w = seeds.shape
+    labels = np.zeros(seeds.shape, seeds.dtype)
+    for y0 in range(0, h, WATERSHED_BLOCK_PX):
+        for x0 in range(0, w, WATERSHED_BLOCK_PX):
+            y1, x1 = min(h, y0 + WATERSHED_BLOCK_PX), min(w, x0 + WATERSHED_BLOCK_PX)
+            ya, xa, yb, xb = max(0, y0 - margin), max(0, x0 - margin), min(h, y1 + margin), min(w, x1 + margin)
+            part = watershed(-distance[ya:yb, xa:xb], seeds[ya:yb, xa:xb], mask=foreground[ya:yb, xa:xb])
+            labels[y0:y1, x0:x1] = part[y0 - ya:y1 - ya, x0 - xa:x1 - xa]
+    return labels
 
 
 @dataclass
@@ -305,53 +388,223 @@ def zoom_for(diameter_px: float, canonical: float) -> float:
 # ------------------------------------------------------------------------------- files
 
 
-def segment_files(inputs: Sequence[str | Path], model: str | Path | Segmenter, out: str | Path,
+@dataclass
+class SegmentBatch:
+    """What one :func:`segment_batch` run did.
+
+    Attributes
+    ----------
+    particles : this run's particles (one row per particle, ``image`` first).
+    label_files : the label images this run wrote, in input order.
+    names : output name of every input segmented or tried (its stem, or ``<folder>_<stem>``).
+    renamed : the inputs not named by their stem alone, and their output names.
+    skipped : inputs left out because a segment manifest names them as sagegan outputs.
+    replaced : names of the images whose earlier outputs in ``out`` this run replaced.
+    kept : names of the other images whose outputs ``out`` holds from earlier runs.
+    failures : the inputs that failed (:class:`sagegan.io.BatchFailure`); the others finished.
+    """
+
+    particles: Any
+    label_files: list[Path]
+    names: dict[Path, str]
+    renamed: dict[Path, str]
+    skipped: list[Path]
+    replaced: list[str]
+    kept: list[str]
+    failures: list
+
+
+def output_names(files: Sequence[Path], recorded: dict[str, dict]) -> dict[Path, str]:
+    """The name of each input's outputs (``<name>_labels.tif``, ...) in a folder whose manifest
+    is ``recorded`` (:func:`sagegan.io.read_segment_manifest`).
+
+    An input the manifest records keeps its name, so a re-run replaces its outputs. Any other
+    input is named by its stem, unless that stem is shared by another input of the batch or
+    names the outputs of another input in the manifest: then it is ``<parent folder>_<stem>``
+    (every input of a shared stem is renamed, so the names do not depend on the order).
+
+    Raises
+    ------
+    InputError
+        Two inputs would still share a name (same file and folder name).
+
+    Example
+    -------
+    >>> names = output_names([Path("a/x.png"), Path("b/x.png"), Path("b/y.png")], {})
+    >>> [names[p] for p in (Path("a/x.png"), Path("b/x.png"), Path("b/y.png"))]
+    ['a_x', 'b_x', 'y']
+    """
+    from collections import Counter
+
+    by_input = {str(Path(r["input"]).resolve()): name for name, r in recorded.items() if r.get("input")}
+    names = {f: by_input[str(f.resolve())] for f in files if str(f.resolve()) in by_input}
+    new = [f for f in files if f not in names]
+    stems = Counter(f.stem for f in new)
+    for f in new:
+        clash = stems[f.stem] > 1 or f.stem in recorded
+        names[f] = f"{f.resolve().parent.name or 'root'}_{f.stem}" if clash else f.stem
+    owner: dict[str, Path] = {}
+    for f in files:
+        name = names[f]
+        if name in owner:
+            raise InputError(f"{owner[name]} and {f}: both would be written as {name}_labels.tif; "
+                             "segment them into different --out folders")
+        if f in new and name in recorded:
+            raise InputError(f"{f}: its outputs would be named {name}, which holds the outputs of "
+                             f"{recorded[name].get('input')}; segment it into a different --out folder")
+        owner[name] = f
+    return names
+
+
+def segment_batch(inputs: Sequence[str | Path], model: str | Path | Segmenter, out: str | Path,
                   nm_per_px: float | None = None, scale: str | float = "auto", tta: bool = False,
                   min_area_px: int | None = None, save_attention: bool = False, crop_bottom: int = 0,
-                  split: str | Path | Sequence[str] | None = None, progress: bool = True):
-    """Segment micrographs and write labels, masks, overlays and ``particles.csv`` to ``out``.
+                  split: str | Path | Sequence[str] | None = None, progress: bool = True,
+                  report: Callable[[str], None] | None = None, max_pixels: int | None = MAX_PIXELS) -> SegmentBatch:
+    """Segment micrographs into ``out``; a bad image is reported and the others finish.
 
-    ``split`` (a file or a list of stems) keeps only the inputs it names. Returns the particles
-    table (a pandas DataFrame, one row per particle of every image).
+    Per image ``<name>_labels.tif``, ``_mask.png``, ``_overlay.png`` (and ``_attention.png``);
+    ``name`` is the stem (see :func:`output_names` for repeated stems). The folder also gets
+
+    * ``segment_manifest.json``: every image whose outputs the folder holds, with its input,
+      output files and settings. Inputs that a manifest in their own folder names as outputs
+      are skipped (so ``--out`` may be the input folder), and it is what lets a re-run replace
+      only the outputs of the images given, keeping the others;
+    * ``particles.csv``: the particles of every image in the manifest (this run's rows replace
+      earlier ones of the same image, other images' rows are kept);
+    * ``segment_config.json``: the settings and images of this run.
+
+    Files in ``out`` that ``segment`` did not write are never overwritten (the run is refused).
+    A bad image (an :class:`InputError`: unreadable, corrupt, too small) goes to ``failures``
+    (and ``report``); nothing is raised for it. ``report`` gets one-line messages.
     """
     import pandas as pd
 
-    from .io import _stem, expand_inputs, write_json, read_micrograph, read_split, write_image, write_labels
+    from .io import (SEGMENT_MANIFEST, SEGMENT_OUTPUT_SUFFIXES, Batch, _listing, _stem, expand_inputs,
+                     read_micrograph, read_segment_manifest, read_split, segment_outputs, write_image,
+                     write_json, write_labels)
     from .particles import measure
 
     files = expand_inputs(inputs)
+    own: dict[Path, set[str]] = {}
+    skipped = []
+    for f in files:
+        if f.parent not in own:
+            own[f.parent] = segment_outputs(f.parent)
+        if f.name in own[f.parent]:
+            skipped.append(f)
+    files = [f for f in files if f not in skipped]
+    if skipped and report is not None:
+        report(f"skipped {len(skipped)} file(s) that sagegan segment wrote (named in their folder's "
+               f"segment_manifest.json): {_listing(f.name for f in skipped)}")
+    if not files:
+        raise InputError(f"{', '.join(map(str, inputs))}: all {len(skipped)} image files are outputs of "
+                         "sagegan segment (named in their folder's segment_manifest.json)")
     if split is not None:
         wanted = set(read_split(split) if isinstance(split, (str, Path)) else split)
         files = [f for f in files if _stem(f.name) in wanted]
         if not files:
             raise InputError(f"{split}: none of the inputs is named in the split")
-    seg = model if isinstance(model, Segmenter) else load_segmenter(model)
+    files = list({f.resolve(): f for f in files}.values())
     out = Path(out)
+    recorded = read_segment_manifest(out)
+    names = output_names(files, recorded)
+    suffixes = SEGMENT_OUTPUT_SUFFIXES if save_attention else SEGMENT_OUTPUT_SUFFIXES[:3]
+    ours = segment_outputs(out)
+    theirs = [out / (n + s) for n in names.values() for s in suffixes
+              if (out / (n + s)).exists() and n + s not in ours]
+    if theirs:
+        raise InputError(f"{theirs[0]}: exists and was not written by sagegan segment; not overwriting it "
+                         "(choose another --out)")
+    renamed = {f: n for f, n in names.items() if n != f.stem}
+    if renamed and report is not None:
+        report(f"{len(renamed)} input(s) share a file name with another input or an earlier output, so "
+               f"their outputs are named after their folder: "
+               f"{_listing(f'{f} -> {n}' for f, n in renamed.items())}")
+    seg = model if isinstance(model, Segmenter) else load_segmenter(model)
     out.mkdir(parents=True, exist_ok=True)
-    tables, runs = [], []
+    settings = {"model": str(seg.path) if seg.path else None, "scale": scale, "tta": tta,
+                "min_area_px": min_area_px, "nm_per_px": nm_per_px, "crop_bottom": crop_bottom}
+    manifest = {"format": "sagegan segment manifest", "version": 1, "images": dict(recorded)}
+    tables: dict[str, Any] = {}
+    runs, label_files, replaced = [], [], []
+    batch = Batch(len(files), "image", report)
     iterator: Any = files
     if progress:
         from rich.progress import track
 
         iterator = track(files, description="segmenting")
     for path in iterator:
-        mg = read_micrograph(path, nm_per_px=nm_per_px, crop_bottom=crop_bottom)
-        result = segment_image(seg, mg.image, scale=scale, tta=tta, min_area_px=min_area_px,
-                               with_gates=save_attention)
-        stem = path.stem
-        write_labels(out / f"{stem}_labels.tif", result.labels)
-        write_image(out / f"{stem}_mask.png", ((result.labels > 0) * 255).astype(np.uint8))
-        write_image(out / f"{stem}_overlay.png", overlay_outlines(mg.image, result.labels))
-        if save_attention and result.gate is not None:
-            write_image(out / f"{stem}_attention.png", overlay_heatmap(mg.image, result.gate))
-        table = measure(result.labels, mg.image, mg.nm_per_px)
-        table.insert(0, "image", stem)
-        tables.append(table)
-        runs.append({"image": str(path), "n_particles": int(result.labels.max()), "scale": result.scale,
-                     "passes": result.passes, "nm_per_px": mg.nm_per_px})
-    particles = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
-    particles.to_csv(out / "particles.csv", index=False)
-    write_json(out / "segment_config.json", {
-        "model": str(seg.path) if seg.path else None, "scale": scale, "tta": tta, "min_area_px": min_area_px,
-        "nm_per_px": nm_per_px, "crop_bottom": crop_bottom, "postprocess": seg.postprocess, "images": runs})
-    return particles
+        name = names[path]
+        with batch.item(path):
+            mg = read_micrograph(path, nm_per_px=nm_per_px, crop_bottom=crop_bottom, max_pixels=max_pixels)
+            result = segment_image(seg, mg.image, scale=scale, tta=tta, min_area_px=min_area_px,
+                                   with_gates=save_attention)
+            written = [name + s for s in suffixes if s != "_attention.png" or result.gate is not None]
+            old = manifest["images"].get(name)
+            if old is not None or any((out / w).exists() for w in written):
+                replaced.append(name)
+            run = {"image": str(path), "n_particles": int(result.labels.max()), "scale": result.scale,
+                   "passes": result.passes, "nm_per_px": mg.nm_per_px}
+            # recorded before the files are written, so that a crash never leaves unrecorded outputs
+            manifest["images"][name] = {**settings, **run, "input": str(path.resolve()), "outputs": written}
+            write_json(out / SEGMENT_MANIFEST, manifest)
+            for stale in set(old["outputs"] if old else []) - set(written):
+                (out / stale).unlink(missing_ok=True)
+            write_labels(out / f"{name}_labels.tif", result.labels)
+            write_image(out / f"{name}_mask.png", ((result.labels > 0) * 255).astype(np.uint8))
+            write_image(out / f"{name}_overlay.png", overlay_outlines(mg.image, result.labels))
+            if "_attention.png" in suffixes and result.gate is not None:
+                write_image(out / f"{name}_attention.png", overlay_heatmap(mg.image, result.gate))
+            table = measure(result.labels, mg.image, mg.nm_per_px)
+            table.insert(0, "image", name)
+            tables[name] = table
+            runs.append(run)
+            label_files.append(out / f"{name}_labels.tif")
+    particles = pd.concat(tables.values(), ignore_index=True) if tables else pd.DataFrame()
+    kept = sorted(set(manifest["images"]) - set(tables))
+    earlier = None
+    if kept and (out / "particles.csv").is_file():
+        try:
+            earlier = pd.read_csv(out / "particles.csv", dtype={"image": str})
+        except (OSError, ValueError, pd.errors.ParserError):
+            earlier = None
+    if earlier is not None and "image" in earlier.columns:
+        earlier = earlier[earlier["image"].astype(str).isin(kept)]
+        table = pd.concat([earlier, particles], ignore_index=True) if len(particles) else earlier
+    else:
+        table = particles
+    table.to_csv(out / "particles.csv", index=False)
+    write_json(out / "segment_config.json", {**settings, "postprocess": seg.postprocess, "images": runs})
+    if (replaced or kept) and report is not None:
+        report(f"replaced the earlier outputs of {len(replaced)} image(s) in {out}"
+               + (f"; kept those of {len(kept)} other image(s) (particles.csv and {SEGMENT_MANIFEST} list all "
+                  f"{len(manifest['images'])})" if kept else ""))
+    return SegmentBatch(particles, label_files, names, renamed, skipped, replaced, kept, batch.failures)
+
+
+def segment_files(inputs: Sequence[str | Path], model: str | Path | Segmenter, out: str | Path,
+                  nm_per_px: float | None = None, scale: str | float = "auto", tta: bool = False,
+                  min_area_px: int | None = None, save_attention: bool = False, crop_bottom: int = 0,
+                  split: str | Path | Sequence[str] | None = None, progress: bool = True,
+                  report: Callable[[str], None] | None = None, max_pixels: int | None = MAX_PIXELS):
+    """Segment micrographs and write labels, masks, overlays and ``particles.csv`` to ``out``.
+
+    See :func:`segment_batch` (the outputs, the manifest, re-runs into the same folder, the
+    one-line messages passed to ``report``).
+    ``split`` (a file or a list of stems) keeps only the inputs it names. Returns this run's
+    particles table (a pandas DataFrame, one row per particle of every image).
+
+    Raises
+    ------
+    sagegan.io.BatchError
+        Some images failed; the others were segmented and written.
+    """
+    batch = segment_batch(inputs, model, out, nm_per_px=nm_per_px, scale=scale, tta=tta, min_area_px=min_area_px,
+                          save_attention=save_attention, crop_bottom=crop_bottom, split=split, progress=progress,
+                          report=report, max_pixels=max_pixels)
+    if batch.failures:
+        from .io import BatchError
+
+        raise BatchError(batch.failures, len(batch.names))
+    return batch.particles

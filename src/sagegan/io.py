@@ -4,6 +4,15 @@ Everything that touches files of the user's lives here, so that every other modu
 clean arrays: a float32 image in [0, 1] and an integer instance-label map of the same shape.
 Any problem with an input file is raised as :class:`InputError`, whose message names the file
 and the problem in one line; the command line prints that line and exits with status 2.
+
+A file that is usable but doubtful (a pixel size whose metadata is broken or names an unknown
+unit, so it becomes unknown; a pixel size outside :data:`PLAUSIBLE_NM_PER_PX`) gives a warning
+instead: ``warnings.warn(message, InputWarning)``, the message one line naming the file. The
+command line prints each as ``sagegan: warning: <message>``; a Python caller sees ordinary
+warnings (``warnings.simplefilter("error", InputWarning)`` turns them into errors).
+
+Masks are read as they were drawn (:func:`read_mask`, :func:`guess_mask_kind`): the content
+decides whether a mask is binary or a label map, and calibration is never read from masks.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ import math
 import os
 import re
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -25,21 +35,32 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 EM_SUFFIXES = (".dm3", ".dm4", ".emd", ".ser")
 MIN_SIDE_PX = 16
 
-# Length units seen in microscope metadata, as nanometres per unit.
+#: Pixel sizes (nm/px) outside this range give a warning: a microscope image is not that fine
+#: or that coarse, so the metadata (or the value given) is probably wrong.
+PLAUSIBLE_NM_PER_PX = (0.001, 10000.0)
+
+# Length units seen in microscope metadata, as nanometres per unit. Keys are lower case without
+# spaces; a plural "s" is accepted too (:func:`_unit_factor`).
 _NM_PER_UNIT = {
     "m": 1e9, "meter": 1e9, "metre": 1e9,
-    "cm": 1e7, "centimeter": 1e7,
-    "mm": 1e6, "millimeter": 1e6,
-    "um": 1e3, "µm": 1e3, "μm": 1e3, "micron": 1e3, "microns": 1e3, "micrometer": 1e3,
-    "micrometre": 1e3, "\\u00b5m": 1e3,
+    "cm": 1e7, "centimeter": 1e7, "centimetre": 1e7,
+    "mm": 1e6, "millimeter": 1e6, "millimetre": 1e6,
+    "um": 1e3, "µm": 1e3, "μm": 1e3, "micron": 1e3, "micrometer": 1e3, "micrometre": 1e3,
+    "\\u00b5m": 1e3, "\\u03bcm": 1e3, "mum": 1e3,
     "nm": 1.0, "nanometer": 1.0, "nanometre": 1.0,
-    "a": 0.1, "å": 0.1, "Å": 0.1, "angstrom": 0.1, "ångström": 0.1,
-    "pm": 1e-3,
+    "a": 0.1, "å": 0.1, "Å": 0.1, "angstrom": 0.1, "ångström": 0.1, "angström": 0.1,
+    "angstroem": 0.1, "\\u00c5": 0.1, "\\u00e5": 0.1,
+    "pm": 1e-3, "picometer": 1e-3, "picometre": 1e-3,
 }
 
 
 class InputError(ValueError):
     """A user's input file or folder is unusable; the message is one line naming it."""
+
+
+class InputWarning(UserWarning):
+    """A user's input file is usable but doubtful (its pixel size is unknown or implausible);
+    the message is one line naming it."""
 
 
 @dataclass
@@ -67,22 +88,71 @@ class Micrograph:
 def unit_to_nm(value: float, unit: str, source: str | Path = "") -> float:
     """Convert a length ``value`` in ``unit`` to nanometres.
 
-    Reciprocal-space units (``1/nm``, ``nm^-1``) are refused: they describe a diffraction
-    pattern or an FFT, not a real-space image.
+    Units are matched without regard to case, spaces or a plural "s": m, cm, mm, µm (um, μm,
+    micron, micrometer, micrometre), nm (nanometer, nanometre), Å (A, angstrom), pm, and the
+    spelled-out forms of each. Reciprocal-space units (``1/nm``, ``nm^-1``) are refused: they
+    describe a diffraction pattern or an FFT, not a real-space image.
+
+    Raises
+    ------
+    InputError
+        An unknown or reciprocal unit, or a value that is not a positive finite number.
     """
+    try:
+        return _nm_from(value, unit)
+    except ValueError as exc:
+        raise InputError(f"{source}: {exc}") from None
+
+
+def _unit_factor(unit: str) -> float | None:
+    """Nanometres per ``unit`` (see :func:`unit_to_nm`), or None for an unknown unit."""
+    key = str(unit).strip().replace(" ", "").rstrip(".")
+    for k in dict.fromkeys((key, key.lower(), key.casefold())):
+        if k in _NM_PER_UNIT:
+            return _NM_PER_UNIT[k]
+        if k.endswith("s") and len(k) > 4 and k[:-1] in _NM_PER_UNIT:  # plurals of spelled-out units
+            return _NM_PER_UNIT[k[:-1]]
+    return None
+
+
+def _nm_from(value: Any, unit: str) -> float:
+    """``value`` in ``unit`` as nanometres; ValueError (without a file name) when impossible."""
     u = str(unit).strip()
     low = u.lower().replace(" ", "")
     if low.startswith("1/") or "^-1" in low or "-1" == low[-2:] or low.startswith("per"):
-        raise InputError(f"{source}: pixel size is in reciprocal units ({u}); "
+        raise ValueError(f"pixel size is in reciprocal units ({u}); "
                          "this looks like a diffraction pattern or FFT, not a real-space image")
-    factor = _NM_PER_UNIT.get(u) or _NM_PER_UNIT.get(low)
+    factor = _unit_factor(u)
     if factor is None:
-        raise InputError(f"{source}: unknown length unit {u!r} for the pixel size "
-                         "(expected m, mm, µm, nm or Å); pass --nm-per-px")
-    nm = float(value) * factor
+        raise ValueError(f"unknown length unit {u!r} for the pixel size (expected m, mm, µm, nm, Å or pm)")
+    try:
+        nm = float(value) * factor
+    except (TypeError, ValueError):
+        raise ValueError(f"pixel size {value!r} {u} is not a number") from None
     if not math.isfinite(nm) or nm <= 0:
-        raise InputError(f"{source}: pixel size {value} {u} is not a positive number")
+        raise ValueError(f"pixel size {value} {u} is not a positive number")
     return nm
+
+
+def _metadata_nm(value: Any, unit: str, path: Path) -> float | None:
+    """A pixel size from a file's metadata, in nm, or None with an :class:`InputWarning` when the
+    metadata is broken (unknown or reciprocal unit, zero, negative or NaN size)."""
+    try:
+        return _nm_from(value, unit)
+    except ValueError as exc:
+        warnings.warn(f"{path}: pixel size unknown: {exc}; pass --nm-per-px to set it",
+                      InputWarning, stacklevel=2)
+        return None
+
+
+def check_pixel_size(nm_per_px: float | None, source: str | Path) -> float | None:
+    """Return ``nm_per_px``, warning (:class:`InputWarning`) when it lies outside
+    :data:`PLAUSIBLE_NM_PER_PX`; ``source`` names where it came from (a file, ``--nm-per-px``)."""
+    lo, hi = PLAUSIBLE_NM_PER_PX
+    if nm_per_px is not None and not lo <= nm_per_px <= hi:
+        warnings.warn(f"{source}: pixel size {nm_per_px:.4g} nm/px is outside the plausible range "
+                      f"{lo:g}-{hi:g} nm/px; check it (--nm-per-px sets it)", InputWarning, stacklevel=2)
+    return nm_per_px
 
 
 # --------------------------------------------------------------------------------------------
@@ -144,7 +214,11 @@ def _scale_to_unit(arr: np.ndarray, path: Path) -> tuple[np.ndarray, dict[str, A
 
 
 def _tiff_pixel_size(tif: Any, path: Path) -> tuple[float | None, dict[str, Any]]:
-    """Pixel size from a Zeiss CZ_SEM tag or ImageJ resolution tags, in nm."""
+    """Pixel size from a Zeiss CZ_SEM tag or ImageJ resolution tags, in nm.
+
+    None when the file gives none, and (with an :class:`InputWarning`) when its metadata is
+    broken: never an error, since ``--nm-per-px`` or an uncalibrated analysis can still use it.
+    """
     page = tif.pages[0]
     meta: dict[str, Any] = {}
     tags = page.tags
@@ -153,34 +227,43 @@ def _tiff_pixel_size(tif: Any, path: Path) -> tuple[float | None, dict[str, Any]
         if isinstance(cz, dict):
             for key, entry in cz.items():
                 if "pixel_size" in str(key).lower() and isinstance(entry, tuple) and len(entry) >= 3:
-                    meta["pixel_size_source"] = f"CZ_SEM {key}"
-                    return unit_to_nm(entry[1], entry[2], path), meta
+                    nm = _metadata_nm(entry[1], entry[2], path)
+                    if nm is not None:
+                        meta["pixel_size_source"] = f"CZ_SEM {key}"
+                    return nm, meta
     ij = tif.imagej_metadata
     if ij and "XResolution" in tags:
         unit = ij.get("unit")
         num, den = tags["XResolution"].value
-        if unit and num and den and str(unit).lower() not in ("pixel", "pixels", "inch", ""):
-            px_per_unit = num / den
-            meta["pixel_size_source"] = "ImageJ resolution"
-            return unit_to_nm(1.0 / px_per_unit, unit, path), meta
+        if unit and str(unit).strip().lower() not in ("pixel", "pixels", "inch", ""):
+            nm = _metadata_nm(den / num if num else math.inf, unit, path)  # units per px
+            if nm is not None:
+                meta["pixel_size_source"] = "ImageJ resolution"
+            return nm, meta
     return None, meta
 
 
-def _read_tiff(path: Path) -> tuple[np.ndarray, float | None, dict[str, Any]]:
+def _read_tiff(path: Path, pixel_size: bool = True) -> tuple[np.ndarray, float | None, dict[str, Any]]:
+    """The first page of a TIFF, with its pixel size (:func:`_tiff_pixel_size`) when
+    ``pixel_size``; metadata that cannot be parsed gives a warning, never an error."""
     import tifffile
 
     try:
         with tifffile.TiffFile(path) as tif:
             arr = tif.pages[0].asarray()
-            nm, meta = _tiff_pixel_size(tif, path)
-    except InputError:
-        raise
+            nm, meta = None, {}
+            if pixel_size:
+                try:
+                    nm, meta = _tiff_pixel_size(tif, path)
+                except Exception as exc:  # malformed tags: the image itself is still usable
+                    warnings.warn(f"{path}: pixel size unknown: cannot parse its metadata ({_short(exc)}); "
+                                  "pass --nm-per-px to set it", InputWarning, stacklevel=2)
     except Exception as exc:  # tifffile raises many types for damaged files
         raise InputError(f"{path}: cannot read as TIFF ({_short(exc)})") from None
     return arr, nm, meta
 
 
-def _read_em(path: Path) -> tuple[np.ndarray, float | None, dict[str, Any]]:
+def _read_em(path: Path, pixel_size: bool = True) -> tuple[np.ndarray, float | None, dict[str, Any]]:
     """Gatan .dm3/.dm4, Velox/FEI .emd and TIA .ser through the optional (GPL) rosettasciio."""
     try:
         if path.suffix.lower() in (".dm3", ".dm4"):
@@ -200,13 +283,13 @@ def _read_em(path: Path) -> tuple[np.ndarray, float | None, dict[str, Any]]:
     if not images:
         raise InputError(f"{path}: contains no 2-D image")
     sig = images[0]
-    axes = sig.get("axes", [])
+    axes = sig.get("axes", []) if pixel_size else []
     nm = None
     if axes:
         ax = axes[-1]
         unit, scale = ax.get("units"), ax.get("scale")
-        if unit and str(unit) not in ("<undefined>", "") and scale:
-            nm = unit_to_nm(scale, unit, path)
+        if unit and str(unit) not in ("<undefined>", "") and scale is not None:
+            nm = _metadata_nm(scale, unit, path)
     return np.asarray(sig["data"]), nm, {"pixel_size_source": "rosettasciio axes"} if nm else {}
 
 
@@ -225,19 +308,31 @@ def _short(exc: BaseException) -> str:
     return text[:160]
 
 
+# The largest image read by default. Segmenting needs a few tens of bytes per pixel at its peak
+# (BENCHMARKS.md, "Reliability"), so this keeps a default run within a laptop's memory;
+# ``--max-pixels`` raises it.
+MAX_PIXELS = 100_000_000
+
+
 def read_micrograph(path: str | Path, nm_per_px: float | None = None,
-                    crop_bottom: int = 0) -> Micrograph:
+                    crop_bottom: int = 0, max_pixels: int | None = MAX_PIXELS) -> Micrograph:
     """Read a micrograph as float32 grey levels in [0, 1] with its pixel size.
 
     Parameters
     ----------
     path : PNG, JPEG, BMP, TIFF, or (with the ``em`` extra) .dm3/.dm4/.emd/.ser.
-    nm_per_px : overrides the file's pixel size when given.
+    nm_per_px : the pixel size, when given; it always wins: the file's calibration metadata is
+        then not even parsed, so a file whose metadata is broken is still usable.
     crop_bottom : rows to drop at the bottom (the microscope's data bar).
+    max_pixels : refuse images with more pixels than this, before decoding them (None: no limit).
 
     Returns
     -------
     Micrograph
+        ``nm_per_px`` is None when the file gives no pixel size, and also, with an
+        :class:`InputWarning`, when its metadata is broken (unknown or reciprocal unit, zero,
+        negative or NaN size). A pixel size outside :data:`PLAUSIBLE_NM_PER_PX` is kept, with
+        an :class:`InputWarning`.
 
     Examples
     --------
@@ -247,14 +342,19 @@ def read_micrograph(path: str | Path, nm_per_px: float | None = None,
     """
     path = Path(path)
     _check_file(path)
+    if nm_per_px is not None and not (nm_per_px > 0 and math.isfinite(nm_per_px)):
+        raise InputError(f"{path}: --nm-per-px must be a positive number, got {nm_per_px}")
     suffix = path.suffix.lower()
+    if max_pixels is not None:
+        _check_pixel_count(path, max_pixels)
     nm_file: float | None = None
     meta: dict[str, Any] = {"format": suffix.lstrip(".")}
+    parse = nm_per_px is None  # the user's value wins before any metadata is parsed
     if suffix in (".tif", ".tiff"):
-        arr, nm_file, extra = _read_tiff(path)
+        arr, nm_file, extra = _read_tiff(path, pixel_size=parse)
         meta.update(extra)
     elif suffix in EM_SUFFIXES:
-        arr, nm_file, extra = _read_em(path)
+        arr, nm_file, extra = _read_em(path, pixel_size=parse)
         meta.update(extra)
     elif suffix in IMAGE_SUFFIXES:
         arr = _read_plain(path)
@@ -268,12 +368,36 @@ def read_micrograph(path: str | Path, nm_per_px: float | None = None,
         image = _crop(image, crop_bottom, path)
     _check_size(image.shape, path)
     if nm_per_px is not None:
-        if not (nm_per_px > 0 and math.isfinite(nm_per_px)):
-            raise InputError(f"{path}: --nm-per-px must be a positive number, got {nm_per_px}")
         meta["pixel_size_source"] = "given by the user"
-        nm_file = float(nm_per_px)
+        nm_file = check_pixel_size(float(nm_per_px), "--nm-per-px")
+    else:
+        check_pixel_size(nm_file, path)
     return Micrograph(image=np.ascontiguousarray(image, dtype=np.float32), nm_per_px=nm_file,
                       metadata=meta, path=path)
+
+
+def _check_pixel_count(path: Path, max_pixels: int) -> None:
+    """Refuse an image larger than ``max_pixels`` from its header, before it is decoded."""
+    shape = None
+    try:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                shape = tif.series[0].shape
+        elif path.suffix.lower() in IMAGE_SUFFIXES:
+            import imageio.v3 as iio
+
+            shape = iio.improps(path).shape
+    except Exception:  # unreadable headers are reported by the reader itself
+        return
+    if not shape or len(shape) < 2:
+        return
+    # grey or RGB(A): the two largest axes are the image plane
+    h, w = sorted(int(n) for n in shape)[-2:]
+    if h * w > max_pixels:
+        raise InputError(f"{path}: {h * w / 1e6:.0f} MPix is more than the limit of {max_pixels / 1e6:.0f} MPix; "
+                         "pass --max-pixels N to read it anyway (memory grows with the pixel count)")
 
 
 def _crop(arr: np.ndarray, crop_bottom: int, path: Path) -> np.ndarray:
@@ -299,22 +423,167 @@ def labels_from_binary(mask: np.ndarray, connectivity: int = 1) -> np.ndarray:
     return label(np.asarray(mask) > 0, connectivity=connectivity).astype(np.int32)
 
 
-def read_mask(path: str | Path, connectivity: int = 1, crop_bottom: int = 0) -> np.ndarray:
-    """Read a mask as an int32 instance-label map (0 = background).
+#: How :func:`read_mask` reads masks: ``auto`` decides from the content (:func:`guess_mask_kind`),
+#: ``binary`` and ``labels`` say it (the ``--mask-kind`` option).
+MASK_KINDS = ("auto", "binary", "labels")
 
-    Binary masks (0/255, 0/1, bool) become instances by connected components, 4-connected by
-    default (``connectivity=2`` for 8). Integer label maps (8/16/32-bit) keep their ids.
-    Colour-coded instance maps (RGB) get one id per colour.
+
+def check_mask_kind(kind: str) -> str:
+    """Return ``kind`` if it is one of :data:`MASK_KINDS`, else raise ValueError."""
+    if kind not in MASK_KINDS:
+        raise ValueError(f"--mask-kind must be auto, binary or labels, got {kind!r}")
+    return kind
+
+
+def _same_as_neighbours(arr: np.ndarray) -> np.ndarray:
+    """True where a pixel equals its four neighbours (the border repeats the edge pixels)."""
+    p = np.pad(arr, 1, mode="edge")
+    return ((p[:-2, 1:-1] == arr) & (p[2:, 1:-1] == arr) & (p[1:-1, :-2] == arr) & (p[1:-1, 2:] == arr))
+
+
+def _regions_per_value(arr: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """How many 8-connected regions each of ``values`` (the sorted non-zero values) forms."""
+    from skimage.measure import label
+
+    regions, n = label(arr, background=0, connectivity=2, return_num=True)
+    region_values = np.zeros(n + 1, arr.dtype)
+    region_values[regions.ravel()] = arr.ravel()  # every pixel of a region holds the same value
+    return np.bincount(np.searchsorted(values, region_values[1:]), minlength=values.size)
+
+
+def _mask_top(arr: np.ndarray) -> float:
+    """The mask's foreground level: the 99th percentile of its non-zero values, so that a few
+    stray pixels above it do not set the threshold."""
+    nonzero = arr[arr != 0]
+    return float(np.percentile(nonzero, 99)) if nonzero.size else 0.0
+
+
+def _binary_foreground(arr: np.ndarray) -> np.ndarray:
+    """A mask thresholded at half its foreground level (:func:`_mask_top`)."""
+    if arr.dtype == bool:
+        return arr
+    return arr > _mask_top(arr) / 2
+
+
+def _threshold_changes(arr: np.ndarray) -> float:
+    """Share of the foreground that thresholding at half the maximum changes by more than a
+    quarter of the maximum, not counting the 2-px band along the foreground's edges."""
+    from scipy import ndimage as ndi
+
+    top = _mask_top(arr)
+    a = arr.astype(np.float64)
+    foreground = a > top / 2
+    changed = np.abs(a - np.where(foreground, top, 0.0)) > top / 4
+    if changed.any():
+        square = np.ones((3, 3), bool)
+        band = (ndi.binary_dilation(foreground, square, iterations=2)
+                & ~ndi.binary_erosion(foreground, square, iterations=2, border_value=1))
+        changed &= ~band
+    return float(np.count_nonzero(changed)) / max(int(np.count_nonzero(foreground)), 1)
+
+
+def guess_mask_kind(arr: np.ndarray, ordered: bool = True) -> tuple[str, str]:
+    """Tell from its content whether a 2-D array is a binary mask, a label map, or neither.
+
+    The rules, in order:
+
+    1. at most one non-zero value: ``"binary"``;
+    2. ``"labels"`` when at least 95 % of the non-zero values each form one 8-connected
+       region, unless the pixels of the values other than the most common one nearly all
+       (90 %) lie within 3 px of it (the rims of an anti-aliased particle, a stray pixel in one);
+    3. ``"binary"`` (near-binary: anti-aliasing, JPEG noise, stray values) when thresholding
+       at half the maximum changes under 1 % of the foreground pixels, and at least half of all
+       pixels are exactly 0 or exactly the most common non-zero value. The maximum is the 99th
+       percentile of the non-zero values; a pixel counts as changed when thresholding moves it
+       by more than a quarter of the maximum, outside the 2-px band along the foreground's edges;
+    4. ``"labels"`` when there are at least 3 values, most of them form at most two regions,
+       and at least half of the non-zero pixels equal their four neighbours (a label map in
+       which some ids name several pieces, not the nested rings of a blurred mask);
+    5. otherwise ``"micrograph"`` when there are more than 64 values, or more than 16 and under
+       half of the non-zero pixels equal their four neighbours (grey levels that vary from pixel
+       to pixel), else ``"ambiguous"``.
+
+    Parameters
+    ----------
+    arr : 2-D non-negative integer or boolean array.
+    ordered : False when the values are ids without an order (one per colour); rule 3 is
+        then skipped.
+
+    Returns
+    -------
+    (kind, evidence) : kind is ``"binary"``, ``"labels"``, ``"micrograph"`` or
+    ``"ambiguous"``; evidence is a short phrase for messages.
+
+    Example
+    -------
+    >>> m = np.zeros((32, 32), np.uint8); m[4:12, 4:12] = 255; m[12, 4:12] = 128
+    >>> guess_mask_kind(m)[0], guess_mask_kind(np.random.default_rng(0).integers(0, 256, (32, 32)))[0]
+    ('binary', 'micrograph')
     """
+    from scipy import ndimage as ndi
+
+    arr = np.asarray(arr)
+    if arr.dtype == bool:
+        return "binary", "boolean mask"
+    nonzero = arr != 0
+    values, counts = np.unique(arr[nonzero], return_counts=True)
+    if values.size <= 1:
+        return "binary", "one non-zero value"
+    regions = _regions_per_value(arr, values)
+    single = float(np.mean(regions == 1))
+    dominant = values[np.argmax(counts)]
+    if single >= 0.95:
+        others = nonzero & (arr != dominant)
+        near = ndi.binary_dilation(arr == dominant, np.ones((3, 3), bool), iterations=3)
+        if np.count_nonzero(others & near) < 0.9 * np.count_nonzero(others):
+            return "labels", f"{values.size} ids, each one particle"
+    changed = _threshold_changes(arr) if ordered else float("nan")
+    two_level = (np.count_nonzero(~nonzero) + counts.max()) / arr.size
+    if changed < 0.01 and two_level >= 0.5:
+        return "binary", f"near-binary: thresholding changes {changed:.1%} of the foreground"
+    solid = float(np.mean(_same_as_neighbours(arr)[nonzero]))
+    if values.size >= 3 and np.median(regions) <= 2 and solid >= 0.5:
+        return "labels", f"{values.size} ids, {single:.0%} of them one particle each"
+    if values.size > 64 or (values.size > 16 and solid < 0.5):
+        return "micrograph", (f"{values.size} grey levels, {solid:.0%} of its pixels equal "
+                              "their neighbours")
+    detail = f", thresholding at half the maximum changes {changed:.0%} of the foreground" if ordered else ""
+    return "ambiguous", f"{values.size} values, {single:.0%} of them one particle each{detail}"
+
+
+def read_mask(path: str | Path, connectivity: int = 1, crop_bottom: int = 0,
+              kind: str = "auto") -> np.ndarray:
+    """Read a mask as an int32 instance-label map (0 = background), as it was drawn.
+
+    Parameters
+    ----------
+    path : PNG, JPEG, BMP or TIFF. Calibration metadata is never read from masks.
+    connectivity : for binary masks, particles are 4-connected components (1) or 8- (2).
+    crop_bottom : rows to drop at the bottom (the microscope's data bar).
+    kind : ``"auto"`` decides from the content (:func:`guess_mask_kind`): a binary mask, also a
+        near-binary one (anti-aliased edges, JPEG noise, a stray value), is thresholded at half
+        its maximum and split into connected components; a label map keeps its ids. ``"binary"``
+        or ``"labels"`` reads it so without asking. Colour-coded instance maps (RGB) get one id
+        per colour; as binary, their brightest channel is thresholded.
+
+    Raises
+    ------
+    InputError
+        Unreadable files, and, with ``kind="auto"``, arrays that look like a micrograph or that
+        are neither clearly binary nor clearly a label map (the message suggests
+        ``--mask-kind``).
+    """
+    check_mask_kind(kind)
     path = Path(path)
     _check_file(path)
     suffix = path.suffix.lower()
     if suffix in (".tif", ".tiff"):
-        arr, _, _ = _read_tiff(path)
+        arr, _, _ = _read_tiff(path, pixel_size=False)
     elif suffix in IMAGE_SUFFIXES:
         arr = _read_plain(path)
     else:
         raise InputError(f"{path}: unsupported mask file type {suffix!r}")
+    grey = None  # what a colour-coded map thresholds as binary
     if arr.ndim == 3 and arr.shape[-1] in (3, 4):
         rgb = arr[..., :3]
         if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
@@ -326,29 +595,43 @@ def read_mask(path: str | Path, connectivity: int = 1, crop_bottom: int = 0) -> 
             arr = inv.reshape(rgb.shape[:2]).astype(np.int32)
             if key.min() != 0:
                 arr = arr + 1
+            grey = rgb.max(axis=-1)
     elif arr.ndim == 3 and arr.shape[-1] == 2:
         arr = arr[..., 0]
     if arr.ndim != 2:
         raise InputError(f"{path}: mask must be 2-D, got shape {arr.shape}")
     if crop_bottom:
         arr = _crop(arr, crop_bottom, path)
+        grey = None if grey is None else _crop(grey, crop_bottom, path)
     _check_size(arr.shape, path)
     if arr.dtype.kind == "f":
         if not np.all(np.isfinite(arr)):
             raise InputError(f"{path}: mask contains NaN or infinite values")
         if not np.all(arr == np.round(arr)):
+            if kind == "binary" and arr.min() >= 0:
+                return labels_from_binary(_binary_foreground(arr), connectivity)
             raise InputError(f"{path}: mask has fractional values ({arr.dtype}); expected a "
-                             "binary mask or integer label ids")
+                             "binary mask or integer label ids (--mask-kind binary thresholds it)")
         arr = arr.astype(np.int64)
     if arr.dtype.kind not in "uib":
         raise InputError(f"{path}: unsupported mask dtype {arr.dtype}")
     if arr.dtype.kind == "i" and arr.min() < 0:
         raise InputError(f"{path}: mask has negative label ids")
-    values = np.unique(arr)
-    nonzero = values[values != 0]
-    if arr.dtype == bool or nonzero.size <= 1:
-        return labels_from_binary(arr, connectivity)
-    if nonzero.max() > np.iinfo(np.int32).max:
+    if kind == "auto":
+        kind, evidence = guess_mask_kind(arr, ordered=grey is None)
+        if kind not in ("binary", "labels") and grey is not None and guess_mask_kind(grey)[0] == "binary":
+            kind = "binary"
+        if kind == "micrograph":
+            raise InputError(f"{path}: looks like a micrograph, not a mask or label image ({evidence}); "
+                             "give masks or label images, or pass --mask-kind binary|labels to read it as one")
+        if kind == "ambiguous":
+            raise InputError(f"{path}: cannot tell whether this mask is binary or a label map ({evidence}); "
+                             "pass --mask-kind binary or --mask-kind labels")
+    if kind == "binary":
+        return labels_from_binary(_binary_foreground(arr if grey is None else grey), connectivity)
+    if arr.dtype == bool:
+        return arr.astype(np.int32)
+    if arr.size and arr.max() > np.iinfo(np.int32).max:
         raise InputError(f"{path}: label ids exceed the int32 range")
     return arr.astype(np.int32)
 
@@ -574,8 +857,13 @@ def find_pairs(images_dir: str | Path, masks_dir: str | Path,
 def load_pairs(images_dir: str | Path, masks_dir: str | Path,
                split: str | Path | Sequence[str] | None = None, crop_bottom: int = 0,
                nm_per_px: float | None = None, connectivity: int = 1,
-               progress: bool = False) -> list[Sample]:
-    """Read every image/mask pair of a data folder, checking sizes and that particles exist."""
+               progress: bool = False, mask_kind: str = "auto") -> list[Sample]:
+    """Read every image/mask pair of a data folder, checking sizes and that particles exist.
+
+    ``mask_kind`` says how to read the masks (:func:`read_mask`'s ``kind``: ``"auto"``,
+    ``"binary"`` or ``"labels"``); ``nm_per_px`` overrides every image's pixel size.
+    """
+    check_mask_kind(mask_kind)
     pairs = find_pairs(images_dir, masks_dir, split)
     samples: list[Sample] = []
     iterator: Iterable = pairs
@@ -585,7 +873,7 @@ def load_pairs(images_dir: str | Path, masks_dir: str | Path,
         iterator = track(pairs, description="reading data", transient=True)
     for stem, image_path, mask_path in iterator:
         micrograph = read_micrograph(image_path, nm_per_px=nm_per_px, crop_bottom=crop_bottom)
-        labels = read_mask(mask_path, connectivity=connectivity, crop_bottom=crop_bottom)
+        labels = read_mask(mask_path, connectivity=connectivity, crop_bottom=crop_bottom, kind=mask_kind)
         if labels.shape != micrograph.image.shape:
             raise InputError(f"{mask_path}: mask is {labels.shape[1]}x{labels.shape[0]} px but its image "
                              f"{image_path.name} is {micrograph.image.shape[1]}x{micrograph.image.shape[0]} px")
@@ -688,15 +976,81 @@ def find_micrographs(images: str | Path | None) -> dict[str, Path]:
     return found
 
 
-def read_segment_records(label_files: Sequence[Path]) -> dict[str, dict]:
-    """What ``sagegan segment`` recorded about each micrograph, by micrograph stem.
+#: Written by ``sagegan segment`` into its output folder: every image whose outputs the folder
+#: holds, by output name, with the input it came from, the files written and the settings used.
+SEGMENT_MANIFEST = "segment_manifest.json"
+#: The per-image outputs of ``sagegan segment``: ``<name><suffix>``.
+SEGMENT_OUTPUT_SUFFIXES = ("_labels.tif", "_mask.png", "_overlay.png", "_attention.png")
 
-    Reads ``segment_config.json`` in each folder of ``label_files``. Each record has ``image``
-    (the micrograph's path), ``nm_per_px`` (None when unknown) and ``crop_bottom``. The records
-    only help to find micrographs and pixel sizes, so a missing or unreadable file gives none.
+
+def read_segment_manifest(folder: str | Path) -> dict[str, dict]:
+    """The images whose ``sagegan segment`` outputs ``folder`` holds, by output name.
+
+    Each record has ``input`` (the micrograph's path) and ``outputs`` (file names in
+    ``folder``), and the settings it was segmented with (``nm_per_px``, ``crop_bottom``, ...).
+    Read from :data:`SEGMENT_MANIFEST`; a folder written before manifests existed gives the
+    images its ``segment_config.json`` lists, with those of their outputs still present. Images
+    none of whose outputs are left are dropped. A folder without either gives ``{}``.
+
+    Raises
+    ------
+    InputError
+        The manifest is unreadable (it is what keeps sagegan's outputs apart from inputs).
+    """
+    folder = Path(folder)
+    manifest = folder / SEGMENT_MANIFEST
+    images: dict[str, dict] = {}
+    if manifest.is_file():
+        data = read_json(manifest)
+        try:
+            for name, record in data["images"].items():
+                images[str(name)] = {**record, "outputs": [str(o) for o in record.get("outputs", [])]}
+        except (KeyError, TypeError, AttributeError):
+            raise InputError(f"{manifest}: not a sagegan segment manifest; fix or remove it") from None
+    elif (folder / "segment_config.json").is_file():
+        try:
+            data = read_json(folder / "segment_config.json")
+            for run in data.get("images", []):
+                name = Path(run["image"]).stem
+                images[name] = {**run, "input": run["image"], "crop_bottom": int(data.get("crop_bottom") or 0),
+                                "outputs": [name + s for s in SEGMENT_OUTPUT_SUFFIXES]}
+        except (InputError, TypeError, KeyError, AttributeError, ValueError):
+            return {}
+    for record in images.values():
+        record["outputs"] = [o for o in record["outputs"] if (folder / o).is_file()]
+    return {name: r for name, r in images.items() if r["outputs"]}
+
+
+def segment_outputs(folder: str | Path) -> set[str]:
+    """Names of the files in ``folder`` that ``sagegan segment`` wrote (see
+    :func:`read_segment_manifest`), including its tables and records."""
+    images = read_segment_manifest(folder)
+    if not images:
+        return set()
+    names = {o for r in images.values() for o in r["outputs"]}
+    return names | {SEGMENT_MANIFEST, "segment_config.json", "particles.csv"}
+
+
+def read_segment_records(label_files: Sequence[Path]) -> dict[str, dict]:
+    """What ``sagegan segment`` recorded about each micrograph, by output name (its stem unless
+    ``segment`` renamed it).
+
+    Reads the segment manifest (:func:`read_segment_manifest`), else ``segment_config.json``, in
+    each folder of ``label_files``. Each record has ``image`` (the micrograph's path),
+    ``nm_per_px`` (None when unknown) and ``crop_bottom``. The records only help to find
+    micrographs and pixel sizes, so a missing or unreadable file gives none.
     """
     records: dict[str, dict] = {}
     for folder in dict.fromkeys(Path(f).parent for f in label_files):
+        try:
+            manifest = read_segment_manifest(folder) if (folder / SEGMENT_MANIFEST).is_file() else {}
+            for name, run in manifest.items():
+                records.setdefault(name, {"image": Path(run["input"]), "nm_per_px": run.get("nm_per_px"),
+                                          "crop_bottom": int(run.get("crop_bottom") or 0)})
+        except (ValueError, TypeError, KeyError, AttributeError):  # InputError is a ValueError
+            manifest = {}
+        if manifest:
+            continue
         config = folder / "segment_config.json"
         if not config.is_file():
             continue
@@ -757,7 +1111,7 @@ class LabelledImage:
 def read_labelled_image(path: str | Path, name: str | None = None,
                         micrographs: dict[str, Path] | None = None,
                         records: dict[str, dict] | None = None,
-                        nm_per_px: float | None = None) -> LabelledImage:
+                        nm_per_px: float | None = None, mask_kind: str = "auto") -> LabelledImage:
     """Read a label image, find its micrograph and decide its pixel size.
 
     Parameters
@@ -770,16 +1124,18 @@ def read_labelled_image(path: str | Path, name: str | None = None,
         micrograph, if the file still exists, with its recorded bottom crop) and for the pixel
         size when neither the argument nor the micrograph gives one.
     nm_per_px : pixel size that overrides every file.
+    mask_kind : how to read the label image (:func:`read_mask`'s ``kind``); ``"auto"`` refuses
+        a micrograph given in place of a label image.
 
     Raises
     ------
     InputError
-        Unreadable files, a micrograph whose size differs from the labels, or a pixel size that
-        is not a positive number.
+        Unreadable files, a micrograph in place of the label image, a micrograph whose size
+        differs from the labels, or a pixel size that is not a positive number.
     """
     path = Path(path)
     micrographs = micrographs or {}
-    labels = read_mask(path)
+    labels = read_mask(path, kind=mask_kind)
     key = strip_label_suffix(path.stem)
     record = (records or {}).get(key, {})
     micrograph_file = micrographs.get(key) or micrographs.get(path.stem)
@@ -804,3 +1160,161 @@ def read_labelled_image(path: str | Path, name: str | None = None,
     elif scale is None and record.get("nm_per_px"):
         scale, source = float(record["nm_per_px"]), "segment_config.json"
     return LabelledImage(key if name is None else name, path, labels, image, micrograph_file, scale, source)
+
+
+# --------------------------------------------------------------------------------------------
+# batches: one failure policy for every command that works through many files
+
+
+@dataclass
+class BatchFailure:
+    """One item of a batch that failed: its name and the one-line reason (which names it)."""
+
+    name: str
+    reason: str
+
+
+class BatchError(InputError):
+    """Some items of a batch failed while the others finished; ``failures`` lists them."""
+
+    def __init__(self, failures: Sequence[BatchFailure], total: int, what: str = "image"):
+        self.failures = list(failures)
+        self.total = int(total)
+        super().__init__(f"{len(self.failures)} of {self.total} {what}(s) failed: "
+                         f"{_listing(f.name for f in self.failures)}")
+
+
+class Batch:
+    """The failure policy of a batch, serial or distributed.
+
+    A bad item (anything that raises :class:`InputError`: an unreadable, corrupt or too small
+    image) is reported by name in one line and the others go on; :meth:`finish` then raises
+    :class:`BatchError` naming the count that failed (the command line exits with status 2).
+    Any other exception (a bug, a full disk) stops the batch at once.
+
+    A serial loop wraps each item in :meth:`item`; a distributed one hands the exception each
+    task raised to :meth:`fail` (and re-raises the others itself).
+
+    Example
+    -------
+    >>> batch, done = Batch(3, report=print), []
+    >>> for name in ("a.png", "b.png", "c.png"):
+    ...     with batch.item(name):
+    ...         if name == "b.png":
+    ...             raise InputError("b.png: not an image")
+    ...         done.append(name)
+    failed: b.png: not an image
+    >>> done, [f.name for f in batch.failures]
+    (['a.png', 'c.png'], ['b.png'])
+    """
+
+    def __init__(self, total: int, what: str = "image", report: Any = None):
+        self.total, self.what, self.report = int(total), what, report
+        self.failures: list[BatchFailure] = []
+
+    def item(self, name: str | Path) -> "_BatchItem":
+        """Context manager: an :class:`InputError` inside is recorded (:meth:`fail`) and swallowed."""
+        return _BatchItem(self, str(name))
+
+    def fail(self, name: str | Path, exc: BaseException) -> None:
+        """Record that item ``name`` failed with ``exc``, and report it in one line."""
+        text = str(exc).strip()
+        reason = text.splitlines()[0] if text else type(exc).__name__
+        name = str(name)
+        line = reason if name in reason or Path(name).name in reason else f"{name}: {reason}"
+        self.failures.append(BatchFailure(name, line))
+        if self.report is not None:
+            self.report(f"failed: {line}")
+
+    def finish(self) -> None:
+        """Raise :class:`BatchError` when any item failed."""
+        if self.failures:
+            raise BatchError(self.failures, self.total, self.what)
+
+
+class _BatchItem:
+    def __init__(self, batch: Batch, name: str):
+        self.batch, self.name = batch, name
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> bool:
+        if exc is not None and isinstance(exc, InputError):
+            self.batch.fail(self.name, exc)
+            return True
+        return False
+
+
+# --------------------------------------------------------------------------------------------
+# generated data folders (``simulate``, ``synthesize``): never new pairs beside old ones
+
+#: The record each generator writes first (listing the pairs it will write) and completes last.
+GENERATED_RECORDS = ("simulation.json", "synthesis.json")
+
+
+def _visible_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*")
+                  if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
+def _recorded_stems(record: Path) -> set[str] | None:
+    try:
+        data = read_json(record)
+        items = data.get("images") if record.name == "simulation.json" else data.get("pairs")
+        return {str(r.get("image") or r.get("id")) for r in items}
+    except (InputError, AttributeError, TypeError):
+        return None
+
+
+def generated_folder_files(folder: str | Path, overwrite: bool = False) -> list[Path]:
+    """Check that a generator may write a data folder; return the old files to remove first.
+
+    An empty or missing folder gives ``[]``. A folder with files is refused unless
+    ``overwrite``; then every file in it must be one that ``sagegan simulate`` or ``sagegan
+    synthesize`` wrote (its record ``simulation.json`` / ``synthesis.json``, ``truth.csv``, and
+    the recorded pairs in ``images/`` and ``masks/``), and those are returned. Files of any other
+    origin are never removed: such a folder is refused even with ``overwrite``. Hidden files are
+    ignored.
+
+    Raises
+    ------
+    InputError
+        The folder is not empty and ``overwrite`` is false, or it holds files sagegan did not
+        generate, or it is a file.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{folder}: is a file, not a folder")
+    files = _visible_files(folder) if folder.is_dir() else []
+    if not files:
+        return []
+    if not overwrite:
+        raise InputError(f"{folder}: folder is not empty ({len(files)} files); pass --overwrite to replace "
+                         "the pairs sagegan generated there, or choose a new folder")
+    stems: set[str] = set()
+    records = [folder / name for name in GENERATED_RECORDS if (folder / name).is_file()]
+    for record in records:
+        recorded = _recorded_stems(record)
+        if recorded is None:
+            raise InputError(f"{record}: unreadable record; not removing {folder} (remove it yourself)")
+        stems |= recorded
+    foreign = [p for p in files
+               if not (p.parent == folder and p.name in (*GENERATED_RECORDS, "truth.csv"))
+               and not (p.parent.parent == folder and p.parent.name in ("images", "masks")
+                        and _stem(p.name) in stems)]
+    if not records or foreign:
+        example = foreign[0] if foreign else files[0]
+        raise InputError(f"{folder}: holds files sagegan did not generate (e.g. {example.relative_to(folder)}); "
+                         "not removing them even with --overwrite: choose a new folder")
+    return files
+
+
+def remove_generated(folder: str | Path, files: Sequence[Path]) -> None:
+    """Delete ``files`` (from :func:`generated_folder_files`) and the then empty images/ and masks/."""
+    for path in files:
+        Path(path).unlink(missing_ok=True)
+    for sub in ("images", "masks"):
+        d = Path(folder) / sub
+        if d.is_dir() and not any(d.iterdir()):
+            d.rmdir()

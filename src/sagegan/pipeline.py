@@ -129,10 +129,11 @@ def run_recipe(train: Sequence[Sample], val: Sequence[Sample] | None, out: str |
     seed = cfg.seg.seed if cfg.synthesis_seed is None else cfg.synthesis_seed
     result.synthetic = timed("synthesis", lambda: synthesize(
         gan_run, cfg.n_synthetic, out / "synthetic", layouts=cfg.synthetic_layouts, seed=seed,
-        size=cfg.synthetic_size, progress=progress, styles=cfg.synthetic_styles))
+        size=cfg.synthetic_size, progress=progress, styles=cfg.synthetic_styles, overwrite=True))
     if cfg.final is None:
         return result
-    synthetic = load_pairs(result.synthetic / "images", result.synthetic / "masks")
+    # synthesize wrote these masks as label maps: read them as such, never guess
+    synthetic = load_pairs(result.synthetic / "images", result.synthetic / "masks", mask_kind="labels")
     budget = _final_budget(cfg, time.monotonic() - started)
     final_cfg = budget.seg_config(cfg.final_seg or cfg.seg)
     init = Path(gan_run) / SEGMENTER_FILE if cfg.final == "finetune" else None

@@ -287,7 +287,8 @@ def render_html(title: str, sections: Sequence[Section], subtitle: str | None = 
 
 # ------------------------------------------------------------------------------ analysis report
 def analyze_labels(label_paths, out, images=None, nm_per_px=None,
-                   title: str = "sagegan particle report", max_image_sections: int = 20) -> dict:
+                   title: str = "sagegan particle report", max_image_sections: int = 20,
+                   mask_kind: str = "auto") -> dict:
     """Analyse label images and write ``particles.csv``, ``summary.json`` and ``report.html``.
 
     Parameters
@@ -310,6 +311,10 @@ def analyze_labels(label_paths, out, images=None, nm_per_px=None,
         Title of the report.
     max_image_sections : int
         Per-image figures are drawn for the first this many images; all appear in the tables.
+    mask_kind : str
+        How to read the label images (:func:`sagegan.io.read_mask`): ``"auto"`` (the content
+        decides; a micrograph given in place of a label image is refused), ``"binary"`` or
+        ``"labels"``.
 
     Returns
     -------
@@ -337,7 +342,7 @@ def analyze_labels(label_paths, out, images=None, nm_per_px=None,
     image_info: dict[str, dict] = {}
     image_sections = []
     for name, path in zip(names, label_files):
-        loaded = read_labelled_image(path, name, micrographs, records, nm_per_px)
+        loaded = read_labelled_image(path, name, micrographs, records, nm_per_px, mask_kind)
         analysis = analyze_image(loaded.labels, loaded.image, loaded.nm_per_px)
         analyses[name] = analysis
         image_info[name] = {"labels_file": str(loaded.labels_file),
@@ -635,7 +640,7 @@ def write_demo_report(out: Path, scores: dict, analysis: dict, truth, held: Sequ
         tiles = []
         for p in syn:
             img = iio.imread(p).astype(np.float32) / 255.0
-            lab = read_mask(out / "synthetic" / "masks" / f"{p.stem}.tif")
+            lab = read_mask(out / "synthetic" / "masks" / f"{p.stem}.tif", kind="labels")
             tiles.append(np.concatenate([img, (lab > 0).astype(np.float32)], axis=0))
         grid = np.concatenate(tiles, axis=1)
         sections.append(Section("3. Synthetic pairs from new layouts", text=(

@@ -7,15 +7,42 @@ A run folder (``train-seg --out RUN``, ``train-gan --out GANRUN``) holds
 * the weights as safetensors, never pickled code: ``segmenter.safetensors`` and, in a GANRUN,
   ``generator.safetensors``, both discriminators and optionally ``style_encoder.safetensors``;
 * ``last.safetensors`` + ``last_state.json`` — the training state that ``--resume`` continues
-  from (module weights, optimiser moments, random-number states, step counters).
+  from (module weights, optimiser moments, random-number states, step counters). The counters
+  are also kept inside ``last.safetensors`` (its metadata), so that the file is a complete state
+  on its own even when a kill falls between the two writes.
 
 Every writer goes through :func:`sagegan.io.atomic_write`, so a run killed while saving keeps
 its previous files. Inference, training and synthesis import this module, not each other.
+
+How the trainers guard a run folder (:class:`RunFolder`, :class:`StopSignals`):
+
+* An existing non-empty ``--out`` is refused unless ``--resume`` (continue it) or ``--overwrite``.
+* ``--overwrite`` trains the new run in a fresh sibling folder ``RUN.partial-<time>``; the old
+  ``RUN`` is not touched until the new run's first checkpoint (its first ``last.safetensors``) is
+  complete. Then the old folder is renamed ``RUN.bak-<time>`` and the new one renamed ``RUN``
+  (two renames in the same parent folder), and training continues there. Nothing is deleted and
+  the two runs never share a folder. A run that fails before its first checkpoint removes its own
+  partial folder (it holds only files that run wrote); one killed by SIGKILL leaves it behind.
+* ``RUN/.lock``, created with ``O_EXCL``, holds the pid and host of the process training into
+  ``RUN``; a second process is refused. A lock whose process (on this host) is gone is taken over
+  with a one-line note.
+* SIGINT and SIGTERM only set a flag; the loop checks it between steps and stops as a time budget
+  would (validate once if it has not this sitting, tune, save the state at the current step),
+  then raises :class:`TrainingInterrupted`. The command line prints how to resume and exits with
+  128 + the signal number (130 for Ctrl-C, 143 for SIGTERM). A second signal acts as usual.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import signal
+import socket
 import subprocess
+import sys
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -24,7 +51,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from .io import InputError, atomic_write, read_json, write_json
+from .io import InputError, atomic_write, json_ready, read_json, write_json
 from .nets.attention_unet import AttentionUNet, inference_copy
 
 SEGMENTER_FILE = "segmenter.safetensors"
@@ -35,6 +62,8 @@ STYLE_ENCODER_FILE = "style_encoder.safetensors"
 CONFIG_FILE = "config.json"
 LAST_STATE_TENSORS = "last.safetensors"
 LAST_STATE_JSON = "last_state.json"
+STATE_METADATA_KEY = "sagegan_state"
+LOCK_FILE = ".lock"
 # Predicted instances smaller than this share of a canonical particle's area are specks (models
 # whose config.json has no tuned ``postprocess.min_area_fraction``).
 MIN_AREA_FRACTION = 0.05
@@ -221,10 +250,12 @@ class TrainingState:
         tensors["rng.torch"] = torch.get_rng_state()
         for name, gen in (self.generators or {}).items():
             tensors[f"rng.{name}"] = gen.get_state()
-        save_tensors(out / LAST_STATE_TENSORS, tensors)
-        write_json(out / LAST_STATE_JSON, {**counters, "optimizers": scalars,
-                                           "scheduler": self.scheduler.state_dict(),
-                                           "numpy_rng": self.rng.bit_generator.state}, strict=False)
+        saved = {**counters, "optimizers": scalars, "scheduler": self.scheduler.state_dict(),
+                 "numpy_rng": self.rng.bit_generator.state}
+        # the counters travel inside the tensors file too: it alone is a consistent state
+        text = json.dumps(json_ready(saved, finite=False), allow_nan=True)
+        save_tensors(out / LAST_STATE_TENSORS, tensors, metadata={STATE_METADATA_KEY: text})
+        write_json(out / LAST_STATE_JSON, saved, strict=False)
 
     def load(self, out: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]:
         """Restore everything from ``out``; returns the saved counters."""
@@ -232,7 +263,9 @@ class TrainingState:
         if not (out / LAST_STATE_TENSORS).exists():
             raise InputError(f"{out}: nothing to resume (no {LAST_STATE_TENSORS})")
         tensors = load_tensors(out / LAST_STATE_TENSORS)
-        saved = read_json(out / LAST_STATE_JSON)
+        saved = _state_metadata(out / LAST_STATE_TENSORS)
+        if saved is None:  # a state saved before the counters were kept in the tensors file
+            saved = read_json(out / LAST_STATE_JSON)
         if "optimizer" in saved:  # a phase 1 state saved before both phases shared this format
             saved["optimizers"] = {"opt": saved.pop("optimizer")}
         for prefix, module in self.modules.items():
@@ -246,6 +279,18 @@ class TrainingState:
             gen.set_state(tensors[f"rng.{name}"])
         self.rng.bit_generator.state = saved["numpy_rng"]
         return {k: v for k, v in saved.items() if k not in ("optimizers", "scheduler", "numpy_rng")}
+
+
+def _state_metadata(path: Path) -> dict | None:
+    """The counters kept in ``last.safetensors``'s metadata, or None for an older state file."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            text = (f.metadata() or {}).get(STATE_METADATA_KEY)
+        return None if text is None else json.loads(text)
+    except Exception as exc:
+        raise InputError(f"{path}: not a readable training state ({str(exc).splitlines()[0][:120]})") from None
 
 
 # The prefix under which each trainer's TrainingState keeps the segmenter.
@@ -290,3 +335,264 @@ def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: Mapping[str, t
     for idx, entry in scalars.get("state", {}).items():
         state.setdefault(int(idx), {}).update(entry)
     optimizer.load_state_dict({"state": state, "param_groups": scalars["param_groups"]})
+
+
+# ------------------------------------------------------------------------------- run folders
+
+
+def check_resume_architecture(run_dir: str | Path, current: Mapping[str, Any]) -> None:
+    """On ``--resume``: each section of ``current`` (e.g. ``{"model": ...}``) must equal the one the
+    run's config.json recorded; otherwise one line naming the file and the first difference."""
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.exists():
+        return
+    previous = read_json(path)
+    for section, value in current.items():
+        old, new = json_ready(previous.get(section)), json_ready(value)
+        if old is None or old == new:
+            continue
+        if isinstance(old, dict) and isinstance(new, dict):
+            differ = sorted(k for k in set(old) & set(new) if old[k] != new[k])  # keys an older run lacks: no say
+            if not differ:
+                continue
+            key = differ[0]
+            detail = f"{section}.{key} is {old.get(key)!r} there, {new.get(key)!r} here"
+        else:
+            detail = f"{section} is {old!r} there, {new!r} here"
+        raise InputError(f"{Path(run_dir) / LAST_STATE_TENSORS}: saved with another architecture ({detail}); "
+                         f"resume with the settings the run was trained with ({path})")
+
+
+def check_distinct_folders(out: str | Path, other: str | Path, what: str) -> None:
+    """Refuse ``out`` when it is the folder ``other`` however spelled (``--out`` equal to ``--seg``)."""
+    if Path(out).resolve() == Path(other).resolve():
+        raise InputError(f"{out}: --out is the {what} folder ({other}); write the new run to another folder")
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Raised by the trainers after SIGINT or SIGTERM, once the run is saved and can be resumed.
+
+    A subclass of :class:`KeyboardInterrupt`, so ``except Exception`` blocks let it through.
+    """
+
+    def __init__(self, run_dir: str | Path, signum: int, step: int):
+        self.run_dir, self.signum, self.step = Path(run_dir), int(signum), int(step)
+        super().__init__(f"interrupted at step {step}; {run_dir} is saved and can be resumed")
+
+    @property
+    def exit_status(self) -> int:
+        """The shell's convention for a process stopped by a signal: 130 for SIGINT, 143 for SIGTERM."""
+        return 128 + self.signum
+
+
+class StopSignals:
+    """While active, SIGINT and SIGTERM set :attr:`signum` instead of stopping the process.
+
+    The handler does nothing else (and restores the previous handlers, so that a second signal
+    acts as usual); the training loop checks :attr:`signum` between steps. Outside the main
+    thread, where Python cannot install handlers, and for signals the process ignores, nothing
+    changes.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handler(self, signum, frame) -> None:
+        self.signum = signum
+        self._restore()
+
+    def _restore(self) -> None:
+        previous, self._previous = self._previous, {}
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                if signal.getsignal(sig) is not signal.SIG_IGN:
+                    self._previous[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._restore()
+
+
+def check_run_folder(path: str | Path, resume: bool = False, overwrite: bool = False) -> bool:
+    """Refuse to train into ``path`` when that would clobber a run; returns whether it holds files.
+
+    A missing or empty folder is fine; a non-empty one needs ``resume`` or ``overwrite``. The
+    command line calls this before reading any data, :class:`RunFolder` again once it holds the lock.
+    """
+    path = Path(path)
+    if resume and overwrite:
+        raise ValueError("--resume and --overwrite exclude each other: continue the run, or replace it")
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{path}: exists and is not a folder")
+    if not path.exists():
+        if resume:
+            raise InputError(f"{path}: nothing to resume (folder not found)")
+        return False
+    holder = _lock_holder(path / LOCK_FILE)
+    if holder is not None and holder != (os.getpid(), socket.gethostname()) and _alive(*holder):
+        raise InputError(_busy(path, holder))
+    used = sorted(p.name for p in path.iterdir() if p.name != LOCK_FILE)
+    if used and not (resume or overwrite):
+        raise InputError(f"{path}: not empty (holds {used[0]}{' ...' if len(used) > 1 else ''}); continue the run "
+                         f"with --resume, or replace it with --overwrite (the old run is kept as "
+                         f"{path.name}.bak-<time>)")
+    return bool(used)
+
+
+class RunFolder:
+    """The folder a training run writes to, guarded as the module docstring describes.
+
+    Use as a context manager around the whole run; :attr:`path` is where to write now (the
+    partial sibling folder of an ``overwrite`` until :meth:`checkpointed`, then ``final``).
+    """
+
+    def __init__(self, path: str | Path, resume: bool = False, overwrite: bool = False):
+        self.final = Path(path)
+        self.resume, self.overwrite = resume, overwrite
+        self.path = self.final
+        self.backup: Path | None = None
+        self._locks: list[Path] = []
+
+    def __enter__(self) -> "RunFolder":
+        final = self.final
+        check_run_folder(final, self.resume, self.overwrite)
+        final.mkdir(parents=True, exist_ok=True)
+        self._lock(final)
+        try:
+            used = check_run_folder(final, self.resume, self.overwrite)  # again, now that it is locked
+            if used and self.overwrite:
+                self.path = _unique_sibling(final, "partial")
+                self.path.mkdir()
+                self._lock(self.path)
+        except BaseException:
+            self._unlock_all()
+            raise
+        return self
+
+    def checkpointed(self) -> None:
+        """The run has written a complete checkpoint: an ``overwrite`` now takes the old run's place."""
+        if self.path == self.final:
+            return
+        final, partial = self.final, self.path
+        self.backup = _unique_sibling(final, "bak")
+        os.rename(final, self.backup)
+        self._release(self.backup / LOCK_FILE)
+        try:
+            os.rename(partial, final)
+        except OSError as exc:
+            self.path = self.final  # keep the partial folder: it now holds the only copy of the new run
+            raise InputError(f"{final}: could not move the new run into place ({exc.strerror}); it is in "
+                             f"{partial}, the old run in {self.backup}") from None
+        self._locks = [final / LOCK_FILE]
+        self.path = final
+        print(f"sagegan: {final}: the previous run was moved to {self.backup}", file=sys.stderr)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._unlock_all()
+        if exc_type is not None and self.path != self.final:
+            # failed before its first checkpoint: the partial folder holds only this run's files
+            shutil.rmtree(self.path, ignore_errors=True)
+            self.path = self.final
+
+    # -- the lock
+
+    def _lock(self, folder: Path) -> None:
+        path = folder / LOCK_FILE
+        me = f"{os.getpid()} {socket.gethostname()}\n"
+        for attempt in range(2):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = _lock_holder(path)
+                if attempt or holder is None or _alive(*holder):
+                    raise InputError(_busy(folder, holder)) from None
+                print(f"sagegan: note: {path}: taking over the lock of process {holder[0]}, which is no "
+                      "longer running", file=sys.stderr)
+                path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(me)
+            self._locks.append(path)
+            return
+
+    def _release(self, path: Path) -> None:
+        """Remove a lock file of this process (only if it still names this process)."""
+        holder = _lock_holder(path)
+        if holder is not None and holder[0] == os.getpid() and holder[1] == socket.gethostname():
+            path.unlink(missing_ok=True)
+        if path in self._locks:
+            self._locks.remove(path)
+
+    def _unlock_all(self) -> None:
+        for path in list(self._locks):
+            self._release(path)
+
+
+def _busy(folder: Path, holder: tuple[int, str] | None) -> str:
+    who = f"process {holder[0]} on {holder[1]}" if holder else "another process"
+    return (f"{folder}: {who} is training into this folder; wait for it to finish, or delete "
+            f"{folder / LOCK_FILE} if that process is gone")
+
+
+def _lock_holder(path: Path) -> tuple[int, str] | None:
+    """(pid, host) written in a lock file, or None when it cannot be read."""
+    try:
+        pid, host = path.read_text().split()
+        return int(pid), host
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int, host: str) -> bool:
+    """Whether the process holding a lock may still run (always assumed on another host)."""
+    if host != socket.gethostname():
+        return True
+    if pid == os.getpid():
+        return True  # this very process: a second training into the same folder
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _unique_sibling(folder: Path, tag: str) -> Path:
+    """``<folder>.<tag>-<YYYYmmdd-HHMMSS>`` beside ``folder``, numbered when that exists already."""
+    folder = folder.resolve()
+    base = folder.with_name(f"{folder.name}.{tag}-{time.strftime('%Y%m%d-%H%M%S')}")
+    candidate, n = base, 1
+    while candidate.exists():
+        candidate, n = base.with_name(f"{base.name}-{n}"), n + 1
+    return candidate
+
+
+def trim_log(path: str | Path, step: int) -> None:
+    """Drop the rows of a ``train_log.csv`` logged after ``step`` (a resumed run logs them again)."""
+    import csv
+    import io
+
+    path = Path(path)
+    if not path.exists():
+        return
+    rows = list(csv.reader(path.read_text().splitlines()))
+    keep = rows[:1] + [r for r in rows[1:] if r and _number(r[0]) <= step]
+    if len(keep) < len(rows):
+        buffer = io.StringIO()
+        csv.writer(buffer).writerows(keep)
+        atomic_write(path, lambda tmp: tmp.write_text(buffer.getvalue()))
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return float("inf")

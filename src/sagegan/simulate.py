@@ -894,13 +894,13 @@ def _image(rng: np.random.Generator, labels: np.ndarray, depth: np.ndarray, size
 
 def simulate_dataset(out_dir: str | Path, n: int, size: int = 512, layout: str = "hex",
                      modality: str = "sem", seed: int = 0, progress: bool = True,
-                     nm_per_px: float | None = None, **kwargs: Any) -> Path:
+                     nm_per_px: float | None = None, overwrite: bool = False, **kwargs: Any) -> Path:
     """Write `n` simulated micrographs with their masks and ground truth to a data folder.
 
     Parameters
     ----------
     out_dir : str or Path
-        Folder to create (or add to). It receives ``images/sim_0000.png`` (8-bit grey),
+        Folder to create, or an empty one. It receives ``images/sim_0000.png`` (8-bit grey),
         ``masks/sim_0000.tif`` (uint16 label TIFF), ``truth.csv`` (every image's truth table with an
         ``image`` column holding the stem) and ``simulation.json`` (the parameters of every image).
     n : int
@@ -913,6 +913,10 @@ def simulate_dataset(out_dir: str | Path, n: int, size: int = 512, layout: str =
         Show a progress bar.
     nm_per_px : float or None
         Nominal pixel size recorded with the set; when given, truth.csv also has diameters in nm.
+    overwrite : bool
+        Replace the pairs that sagegan generated in a non-empty `out_dir` (all of them, so no old
+        pair stays beside the new truth.csv); a folder holding other files is still refused (see
+        `sagegan.io.generated_folder_files`). Without it a non-empty folder is refused.
     **kwargs
         Passed on to `simulate_micrograph`: ``params`` (a `SimulationParams`), ``height``, or
         fields of `SimulationParams` (shape, dose, coverage, ...).
@@ -927,7 +931,7 @@ def simulate_dataset(out_dir: str | Path, n: int, size: int = 512, layout: str =
     >>> simulate_dataset("sim", n=4, size=256, layout="mixed", progress=False)  # doctest: +SKIP
     PosixPath('sim')
     """
-    from .io import write_labels  # the mask format belongs to io
+    from .io import generated_folder_files, remove_generated, write_json, write_labels  # files belong to io
 
     import imageio.v3 as iio
 
@@ -939,6 +943,7 @@ def simulate_dataset(out_dir: str | Path, n: int, size: int = 512, layout: str =
         nm_per_px = _check_number("nm_per_px", nm_per_px, 0.0, low_open=True)
 
     out = Path(out_dir)
+    old = generated_folder_files(out, overwrite)
     indices: Any = range(int(n))
     if progress:
         from rich.progress import track
@@ -949,6 +954,12 @@ def simulate_dataset(out_dir: str | Path, n: int, size: int = 512, layout: str =
         stem = f"sim_{i:04d}"
         sim = simulate_micrograph(size, layout, modality, [int(seed), i], **kwargs)
         # Made after the first image, so that bad arguments leave no empty folders behind.
+        if i == 0:
+            remove_generated(out, old)
+            # the record comes first, so that an interrupted run leaves a folder --overwrite may replace
+            write_json(out / "simulation.json", {"n": int(n), "seed": int(seed), "nm_per_px": nm_per_px,
+                                                 "complete": False,
+                                                 "images": [{"image": f"sim_{j:04d}"} for j in range(int(n))]})
         (out / "images").mkdir(parents=True, exist_ok=True)
         (out / "masks").mkdir(parents=True, exist_ok=True)
         iio.imwrite(out / "images" / f"{stem}.png",

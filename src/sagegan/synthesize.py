@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 from .data import class_map, median_ecd, scale_factor_for
-from .io import InputError, load_pairs, resolve_data_dirs, write_image, write_json, write_labels
+from .io import (InputError, generated_folder_files, load_pairs, remove_generated, resolve_data_dirs, write_image,
+                 write_json, write_labels)
 from .losses import foreground_boundary_channels
 from .runs import has_style_encoder, load_generator, load_style_encoder
 
@@ -96,8 +97,10 @@ def real_style_latents(model: str | Path, config: dict, samples: list, size: int
         yield StyleEncoder.sample(mu, logvar, latent_rng)
 
 
-def _training_samples(model: str | Path, config: dict, data, images, masks, split) -> list:
-    """The pairs the GAN was trained on (as its config records them), or the folder given."""
+def _training_samples(model: str | Path, config: dict, data, images, masks, split,
+                      mask_kind: str = "auto") -> list:
+    """The pairs the GAN was trained on (as its config records them, masks read as recorded
+    unless ``mask_kind`` says otherwise), or the folder given."""
     source = config.get("data", {})
     stems: Any = split
     crop = 0
@@ -105,20 +108,27 @@ def _training_samples(model: str | Path, config: dict, data, images, masks, spli
         images, masks = source.get("images"), source.get("masks")
         stems = source.get("train_stems") or source.get("split")
         crop = int(source.get("crop_bottom") or 0)
+        if mask_kind == "auto":
+            mask_kind = source.get("mask_kind") or "auto"
         if images is None:
             raise InputError(f"{model}: the run does not record its training data; pass --data or --images/--masks")
     images_dir, masks_dir = resolve_data_dirs(data, images, masks)
-    return load_pairs(images_dir, masks_dir, stems, crop_bottom=crop)
+    return load_pairs(images_dir, masks_dir, stems, crop_bottom=crop, mask_kind=mask_kind)
 
 
 def synthesize(model: str | Path, n: int, out: str | Path, layouts: str = "mixed", seed: int = 0,
                size: int = 256, data: str | Path | None = None, images: str | Path | None = None,
                masks: str | Path | None = None, split: str | Path | None = None, progress: bool = True,
-               styles: str = "random") -> Path:
+               styles: str = "random", overwrite: bool = False, mask_kind: str = "auto") -> Path:
     """Write ``n`` synthetic pairs to ``out/images`` and ``out/masks``; returns ``out``.
 
     ``real`` layouts and ``real`` styles re-read the training pairs from where the GAN run
-    recorded them, or from ``data`` / ``images`` + ``masks`` (+ ``split``) when given.
+    recorded them, or from ``data`` / ``images`` + ``masks`` (+ ``split``) when given; their
+    masks are read as ``mask_kind`` says (:func:`sagegan.io.read_mask`; ``"auto"`` takes the kind
+    the run recorded, if any).
+    ``out`` must be new or empty; ``overwrite`` replaces the pairs sagegan generated there (all
+    of them; a folder holding other files is still refused, see
+    :func:`sagegan.io.generated_folder_files`).
     """
     from .layouts import LayoutModel, draw_layout
 
@@ -128,6 +138,7 @@ def synthesize(model: str | Path, n: int, out: str | Path, layouts: str = "mixed
         raise ValueError(f"--styles must be one of {', '.join(STYLE_CHOICES)}, got {styles!r}")
     if n < 1:
         raise ValueError("--n must be at least 1")
+    old = generated_folder_files(out, overwrite)
     generator, config = load_generator(model)
     if styles == "real" and not has_style_encoder(model, config):
         raise InputError(f"{model}: no style encoder in this run (train it with `train-gan --style-encoder`), "
@@ -140,7 +151,8 @@ def synthesize(model: str | Path, n: int, out: str | Path, layouts: str = "mixed
     n_real = {"real": n, "new": 0, "mixed": n // 2}[layouts]
     kinds = ["real"] * n_real + ["new"] * (n - n_real)
     real_iter: Iterable[np.ndarray] = iter(())
-    samples = _training_samples(model, config, data, images, masks, split) if n_real or styles == "real" else []
+    samples = (_training_samples(model, config, data, images, masks, split, mask_kind)
+               if n_real or styles == "real" else [])
     if n_real:
         real_iter = real_layouts([s.labels for s in samples], config.get("canonical_diameter_px"), n_real, size, rng)
     # a separate stream, so that --styles real draws the same layouts as --styles random
@@ -153,6 +165,10 @@ def synthesize(model: str | Path, n: int, out: str | Path, layouts: str = "mixed
 
         iterator = track(list(iterator), description=f"synthesising {n} pairs")
     records = []
+    remove_generated(out, old)
+    # the record comes first, so that an interrupted run leaves a folder --overwrite may replace
+    write_json(out / "synthesis.json", {"model": str(model), "n": n, "complete": False,
+                                        "pairs": [{"id": f"syn_{i:05d}"} for i in range(n)]})
     for i, kind in iterator:
         labels = next(real_iter) if kind == "real" else draw_layout(layout_model, (size, size), rng)
         labels = _fit(np.asarray(labels, np.int32), divisor)

@@ -36,8 +36,10 @@ from .nets.patchgan import PatchDiscriminator, diff_augment
 from .nets.style_encoder import StyleEncoder
 from .nets.style_unet import StyleUNet
 from .progress import StepBar, TrainingCallbacks, TrainingLog
-from .runs import (DISC_IMAGE_FILE, DISC_MASK_FILE, GENERATOR_FILE, SEGMENTER_FILE, STYLE_ENCODER_FILE, Segmenter,
-                   TrainingState, git_commit, load_module_weights, load_segmenter, resolve_device, save_modules)
+from .runs import (DISC_IMAGE_FILE, DISC_MASK_FILE, GENERATOR_FILE, SEGMENTER_FILE, STYLE_ENCODER_FILE, RunFolder,
+                   Segmenter, StopSignals, TrainingInterrupted, TrainingState, check_distinct_folders,
+                   check_resume_architecture, git_commit, load_module_weights, load_segmenter, resolve_device,
+                   save_modules, trim_log)
 from .validation import selection_score, split_validation, tune_postprocess
 
 @dataclass
@@ -177,7 +179,8 @@ def _mask_input(logits: torch.Tensor, mode: str) -> torch.Tensor:
 
 def train_gan(train: Sequence[Sample], seg_run: str | Path, out: str | Path, config: GanTrainConfig | None = None,
               val: Sequence[Sample] | None = None, resume: bool = False, progress: bool = True,
-              data_source: dict | None = None, callbacks: TrainingCallbacks | None = None) -> Path:
+              data_source: dict | None = None, callbacks: TrainingCallbacks | None = None,
+              overwrite: bool = False) -> Path:
     """Train SAGE-GAN from a phase 1 RUN folder; writes a GANRUN folder to ``out``.
 
     The GANRUN holds ``generator.safetensors``, both discriminators, the fine-tuned
@@ -185,13 +188,24 @@ def train_gan(train: Sequence[Sample], seg_run: str | Path, out: str | Path, con
     (with the layout model fitted to the training masks, used by ``sagegan synthesize``),
     ``train_log.csv`` and ``samples/step_*.png`` grids of real vs generated images; with
     ``style_encoder`` also ``style_encoder.safetensors``. ``callbacks`` are called after every
-    step and every validation.
+    step and every validation. A non-empty ``out`` is refused unless ``resume`` or ``overwrite``
+    (see :class:`sagegan.runs.RunFolder`), and so is ``out`` equal to ``seg_run``. Raises
+    :class:`sagegan.runs.TrainingInterrupted` after SIGINT/SIGTERM, once the run is saved.
     """
     cfg = config or GanTrainConfig()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     if not train:
         raise InputError("no training images")
+    check_distinct_folders(out, seg_run, "--seg")
+    folder = RunFolder(out, resume=resume, overwrite=overwrite)
+    with folder:
+        _train(folder, train, seg_run, cfg, val, resume, progress, data_source, callbacks)
+    return folder.final
+
+
+def _train(folder: RunFolder, train: Sequence[Sample], seg_run: str | Path, cfg: GanTrainConfig,
+           val: Sequence[Sample] | None, resume: bool, progress: bool, data_source: dict | None,
+           callbacks: TrainingCallbacks | None) -> None:
+    out = folder.path
     device = resolve_device(cfg.device)
     seg = load_segmenter(seg_run, device)
     if val is None:
@@ -203,17 +217,20 @@ def train_gan(train: Sequence[Sample], seg_run: str | Path, out: str | Path, con
     val_items = [prepare(s, seg.canonical_diameter_px) for s in list(val)[: cfg.val_max_images]]
     nets = build_nets(seg, cfg, device)
     run_config = _run_config(seg, seg_run, cfg, train_items, val_items, data_source)
-    loop = _GanLoop(out, cfg, nets, train_items, val_items, run_config, rng, latent_rng, device,
+    loop = _GanLoop(folder, cfg, nets, train_items, val_items, run_config, rng, latent_rng, device,
                     callbacks or TrainingCallbacks())
     if resume:
+        check_resume_architecture(out, {k: run_config.get(k) for k in ("model", "generator", "style_encoder",
+                                                                         "discriminators")})
         loop.state = loop.saved.load(out, device)
+        trim_log(loop.log_path, loop.state["step"])  # rows a killed sitting logged after its state
         previous = read_json(out / "config.json") if (out / "config.json").exists() else {}
-        if "best_validation" in previous:  # the best segmenter may come from an earlier sitting
-            run_config["best_validation"] = previous["best_validation"]
+        # the best segmenter may come from an earlier sitting, and its tuned post-processing
+        for key in ("best_validation", "postprocess"):
+            if key in previous:
+                run_config[key] = previous[key]
         run_config["resumed"] = True
     else:
-        if loop.log_path.exists():
-            loop.log_path.unlink()
         if val_items:
             score, f1, dice = selection_score(Segmenter(nets.segmenter, run_config), val_items)
             loop.state["best_f1"] = score
@@ -222,9 +239,11 @@ def train_gan(train: Sequence[Sample], seg_run: str | Path, out: str | Path, con
         run_config["best_validation"] = {"step": 0, "f1_50": f1, "dice": dice}
         save_modules(out, {SEGMENTER_FILE: nets.segmenter, **_gan_files(nets)})
     write_json(out / "config.json", run_config)
-    loop.run(progress)
-    _finish(out, nets, val_items, run_config, loop)
-    return out
+    with loop.stop:
+        interrupted = loop.run(progress)
+        _finish(nets, val_items, run_config, loop)
+    if interrupted:
+        raise TrainingInterrupted(folder.final, loop.stop.signum, loop.state["step"])
 
 
 def _run_config(seg: Segmenter, seg_run: str | Path, cfg: GanTrainConfig, train_items: Sequence[PreparedImage],
@@ -264,10 +283,11 @@ STYLE_LOSS_COLUMNS = ("style_kl", "latent_regression")
 class _GanLoop:
     """Phase 2's loop: optimisers, the state ``--resume`` restores, the log, and one step at a time."""
 
-    def __init__(self, out: Path, cfg: GanTrainConfig, nets: GanNets, train_items, val_items, run_config: dict,
-                 rng: np.random.Generator, latent_rng: torch.Generator, device: torch.device,
+    def __init__(self, folder: RunFolder, cfg: GanTrainConfig, nets: GanNets, train_items, val_items,
+                 run_config: dict, rng: np.random.Generator, latent_rng: torch.Generator, device: torch.device,
                  callbacks: TrainingCallbacks):
-        self.out, self.cfg, self.nets, self.device, self.callbacks = out, cfg, nets, device, callbacks
+        self.folder, self.cfg, self.nets, self.device, self.callbacks = folder, cfg, nets, device, callbacks
+        self.stop = StopSignals()
         self.train_items, self.val_items, self.run_config = train_items, val_items, run_config
         self.rng, self.latent_rng = rng, latent_rng
         G, S, E = nets.generator, nets.segmenter, nets.style_encoder
@@ -291,31 +311,49 @@ class _GanLoop:
         self.saved = TrainingState(modules, {"optG": self.opt_G, "optS": self.opt_S, "optD": self.opt_D},
                                    self.sched_S, rng, {"latent": latent_rng})
         self.state = {"step": 0, "best_f1": -1.0, "elapsed_s": 0.0}
-        self.log_path = out / "train_log.csv"
         self.losses = list(LOSS_COLUMNS) + (list(STYLE_LOSS_COLUMNS) if E is not None else [])
         self.running: dict[str, list[float]] = {c: [] for c in self.losses}
 
     def autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16")
 
-    def run(self, progress: bool) -> None:
+    @property
+    def out(self) -> Path:
+        """Where the run writes now (see :class:`RunFolder`: it moves once with ``overwrite``)."""
+        return self.folder.path
+
+    @property
+    def log_path(self) -> Path:
+        return self.out / "train_log.csv"
+
+    def run(self, progress: bool) -> bool:
+        """Train until the steps or the budget run out, or a stop signal; returns whether a signal stopped it."""
         cfg = self.cfg
         self.start = time.monotonic() - self.state["elapsed_s"]
         budget_s = cfg.max_minutes * 60 if cfg.max_minutes else float("inf")
         columns = ["step", "elapsed_s", "synthetic_share", *self.losses, "val_f1_50", "val_dice"]
+        first_step, self.validated, interrupted = self.state["step"], False, False
         with TrainingLog(self.log_path, columns) as log:
             bar = StepBar(cfg.steps, self.state["step"], progress, "training SAGE-GAN")
             try:
                 while self.state["step"] < cfg.steps and time.monotonic() - self.start < budget_s:
+                    if self.stop.signum is not None:
+                        interrupted = True
+                        break
                     x, fake, mask, share = self.step(bar)
                     step = self.state["step"]
                     if step % cfg.sample_every == 0:
                         save_sample_grid(self.out / "samples" / f"step_{step:06d}.png", x, fake, mask)
                     if step % cfg.val_every == 0 or step == cfg.steps:
                         self.validate(log, bar, share)
+                # A budget or a signal that came before this sitting's first validation: validate
+                # once, so that the segmenter it trained is scored.
+                if not self.validated and self.state["step"] > first_step:
+                    self.validate(log, bar, synthetic_share(self.state["step"] - 1, cfg))
             finally:
                 bar.close()
         self.state["elapsed_s"] = time.monotonic() - self.start
+        return interrupted
 
     def step(self, bar: StepBar):
         """One iteration: a batch, the generator + segmenter update, the discriminator update."""
@@ -450,6 +488,8 @@ class _GanLoop:
             write_json(self.out / "config.json", run_config)
         save_modules(self.out, _gan_files(self.nets))
         self.saved.save(self.out, state)
+        self.folder.checkpointed()
+        self.validated = True
         bar.set_description(f"val F1 {f1:.3f} (best {state['best_f1']:.3f})")
         self.callbacks.validation(state["step"], f1_50=f1, dice=dice, elapsed_s=state["elapsed_s"], **means)
 
@@ -463,12 +503,14 @@ class _Batch:
     mask: torch.Tensor | None = None   # (B, 2, H, W) generator input
 
 
-def _finish(out: Path, nets: GanNets, val_items, run_config: dict, loop: _GanLoop) -> None:
+def _finish(nets: GanNets, val_items, run_config: dict, loop: _GanLoop) -> None:
     """Save the final GAN modules and state; reload the best segmenter and tune its post-processing."""
-    save_modules(out, _gan_files(nets))
+    save_modules(loop.out, _gan_files(nets))
     if not val_items:
-        save_modules(out, {SEGMENTER_FILE: nets.segmenter})
-    loop.saved.save(out, loop.state)
+        save_modules(loop.out, {SEGMENTER_FILE: nets.segmenter})
+    loop.saved.save(loop.out, loop.state)
+    loop.folder.checkpointed()
+    out = loop.out
     if val_items:  # the watershed settings that suit the chosen segmenter, as train-seg does
         load_module_weights(nets.segmenter, out / SEGMENTER_FILE)
         run_config["postprocess"], (f1, dice) = tune_postprocess(Segmenter(nets.segmenter, run_config), val_items)

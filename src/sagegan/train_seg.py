@@ -2,8 +2,9 @@
 
 One explicit loop: sample patches, forward, loss, backward, step, log; validate every
 ``val_every`` steps on whole validation images (object F1 at IoU 0.5, Hungarian matching); keep
-the best checkpoint; stop early, at ``max_minutes`` or at ``epochs``. ``--resume`` continues from
-``last.safetensors``.
+the best checkpoint; stop early, at ``max_minutes``, at ``epochs`` or on SIGINT/SIGTERM (which
+stop as the time budget does, then raise :class:`sagegan.runs.TrainingInterrupted`). ``--resume``
+continues from ``last.safetensors``; the run folder is guarded by :class:`sagegan.runs.RunFolder`.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from .io import InputError, Sample, read_json, write_json
 from .losses import OUT_CHANNELS, segmentation_loss
 from .nets.attention_unet import AttentionUNet
 from .progress import StepBar, TrainingCallbacks, TrainingLog
-from .runs import (DEFAULT_POSTPROCESS, SEGMENTER_FILE, Segmenter, TrainingState, git_commit, load_module_weights,
-                   resolve_device, save_tensors)
+from .runs import (DEFAULT_POSTPROCESS, SEGMENTER_FILE, RunFolder, Segmenter, StopSignals, TrainingInterrupted,
+                   TrainingState, check_resume_architecture, git_commit, load_module_weights, resolve_device,
+                   save_tensors, trim_log)
 from .validation import selection_score, split_validation, tune_postprocess
 
 ARCHS = ("attention-unet", "unet")
@@ -78,7 +80,8 @@ class SegTrainConfig:
 
 def train_segmenter(train: Sequence[Sample], out: str | Path, config: SegTrainConfig | None = None,
                     val: Sequence[Sample] | None = None, resume: bool = False, progress: bool = True,
-                    init_weights: str | Path | None = None, callbacks: TrainingCallbacks | None = None) -> Path:
+                    init_weights: str | Path | None = None, callbacks: TrainingCallbacks | None = None,
+                    overwrite: bool = False) -> Path:
     """Train a segmenter; writes ``segmenter.safetensors``, ``config.json`` and ``train_log.csv`` to ``out``.
 
     Parameters
@@ -88,12 +91,24 @@ def train_segmenter(train: Sequence[Sample], out: str | Path, config: SegTrainCo
     resume : continue from ``out/last.safetensors``.
     init_weights : a segmenter.safetensors to start from (fine-tuning).
     callbacks : hooks called after every step and every validation.
+    overwrite : replace the run in a non-empty ``out`` (kept as ``out.bak-<time>``); without it, or
+        ``resume``, a non-empty ``out`` is refused.
+
+    Raises :class:`sagegan.runs.TrainingInterrupted` after SIGINT/SIGTERM, once the run is saved.
     """
     cfg = config or SegTrainConfig()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     if not train:
         raise InputError("no training images")
+    folder = RunFolder(out, resume=resume, overwrite=overwrite)
+    with folder:
+        _train(folder, train, cfg, val, resume, progress, init_weights, callbacks)
+    return folder.final
+
+
+def _train(folder: RunFolder, train: Sequence[Sample], cfg: SegTrainConfig, val: Sequence[Sample] | None,
+           resume: bool, progress: bool, init_weights: str | Path | None,
+           callbacks: TrainingCallbacks | None) -> None:
+    out = folder.path
     if val is None:
         train, val = split_validation(train, cfg.val_fraction, cfg.seed)
     device = resolve_device(cfg.device)
@@ -111,21 +126,24 @@ def train_segmenter(train: Sequence[Sample], out: str | Path, config: SegTrainCo
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.5, patience=3)
     run_config = _run_config(cfg, train, train_items, val_items, device)
     saved = TrainingState({"model": net}, {"opt": opt}, sched, rng)
-    loop = _Loop(out, cfg, train_items, val_items, Segmenter(net, run_config, out), opt, sched, saved, device,
-                 callbacks or TrainingCallbacks())
+    loop = _Loop(folder, cfg, train_items, val_items, Segmenter(net, run_config, folder.final), opt, sched, saved,
+                 device, callbacks or TrainingCallbacks())
     if resume:
+        check_resume_architecture(out, {"model": cfg.model_config()})
         loop.state = saved.load(out, device)
-    elif loop.log_path.exists():
-        loop.log_path.unlink()
-    if resume and (out / "config.json").exists():  # keep what the earlier sitting found
+        trim_log(loop.log_path, loop.state["step"])  # rows a killed sitting logged after its state
+    if resume and (out / "config.json").exists():  # keep what the earlier sitting found and tuned
         previous = read_json(out / "config.json")
-        if "best_validation" in previous:
-            run_config["best_validation"] = previous["best_validation"]
+        for key in ("best_validation", "postprocess"):
+            if key in previous:
+                run_config[key] = previous[key]
         run_config["resumed"] = True
     write_json(out / "config.json", run_config)
-    stop_reason = loop.run(progress)
-    _finish(out, net, val_items, run_config, loop, stop_reason)
-    return out
+    with loop.stop:
+        stop_reason = loop.run(progress)
+        _finish(net, val_items, run_config, loop, stop_reason)
+    if stop_reason == "interrupted":
+        raise TrainingInterrupted(folder.final, loop.stop.signum, loop.state["step"])
 
 
 def _run_config(cfg: SegTrainConfig, train: Sequence[Sample], train_items: Sequence[PreparedImage],
@@ -150,38 +168,58 @@ def _run_config(cfg: SegTrainConfig, train: Sequence[Sample], train_items: Seque
 class _Loop:
     """Phase 1's loop and the state it carries between steps (saved by ``--resume``)."""
 
-    def __init__(self, out: Path, cfg: SegTrainConfig, train_items, val_items, seg: Segmenter, opt, sched,
+    def __init__(self, folder: RunFolder, cfg: SegTrainConfig, train_items, val_items, seg: Segmenter, opt, sched,
                  saved: TrainingState, device: torch.device, callbacks: TrainingCallbacks):
-        self.out, self.cfg, self.train_items, self.val_items = out, cfg, train_items, val_items
+        self.folder, self.cfg, self.train_items, self.val_items = folder, cfg, train_items, val_items
         self.seg, self.net, self.opt, self.sched, self.saved = seg, seg.net, opt, sched, saved
         self.device, self.callbacks = device, callbacks
+        self.stop = StopSignals()
         self.state = {"step": 0, "best_f1": -1.0, "bad_validations": 0, "elapsed_s": 0.0}
-        self.log_path = out / "train_log.csv"
         self.steps_per_epoch = max(1, math.ceil(len(train_items) / cfg.batch_size))
         self.max_steps = cfg.epochs * self.steps_per_epoch
         if cfg.max_steps is not None:
             self.max_steps = min(self.max_steps, cfg.max_steps)
         self.losses: list[float] = []
 
+    @property
+    def out(self) -> Path:
+        """Where the run writes now (see :class:`RunFolder`: it moves once with ``overwrite``)."""
+        return self.folder.path
+
+    @property
+    def log_path(self) -> Path:
+        return self.out / "train_log.csv"
+
     def run(self, progress: bool) -> str:
-        """Train until the epochs, the budget or patience run out; returns why it stopped."""
+        """Train until the epochs, the budget, patience or a stop signal end it; returns why it stopped."""
         cfg = self.cfg
         self.start = time.monotonic() - self.state["elapsed_s"]
         budget_s = cfg.max_minutes * 60 if cfg.max_minutes else float("inf")
+        first_step, self.validated = self.state["step"], False
+        reason = "epochs"
         with TrainingLog(self.log_path, ["step", "epoch", "elapsed_s", "loss", "lr", "val_f1_50", "val_dice"]) as log:
             bar = StepBar(self.max_steps, self.state["step"], progress, "training segmenter")
             try:
                 while self.state["step"] < self.max_steps:
+                    if self.stop.signum is not None:
+                        reason = "interrupted"
+                        break
                     if time.monotonic() - self.start > budget_s:
-                        return "max_minutes"
+                        reason = "max_minutes"
+                        break
                     self.train_step(bar)
                     if self.state["step"] % cfg.val_every == 0 or self.state["step"] == self.max_steps:
                         self.validate(log, bar)
                         if self.state["bad_validations"] >= cfg.patience:
-                            return "early_stopping"
+                            reason = "early_stopping"
+                            break
+                # A budget or a signal that came before this sitting's first validation: validate
+                # once, so that the weights it trained are scored (and a new run has a model).
+                if not self.validated and (self.state["step"] > first_step or not (self.out / SEGMENTER_FILE).exists()):
+                    self.validate(log, bar)
             finally:
                 bar.close()
-        return "epochs"
+        return reason
 
     def train_step(self, bar: StepBar) -> None:
         cfg, device = self.cfg, self.device
@@ -205,7 +243,7 @@ class _Loop:
         state, run_config = self.state, self.seg.config
         score, f1, dice = selection_score(self.seg, self.val_items) if self.val_items else (float("nan"),) * 3
         state["elapsed_s"] = time.monotonic() - self.start
-        mean_loss = float(np.mean(self.losses))
+        mean_loss = float(np.mean(self.losses)) if self.losses else float("nan")
         lr = self.opt.param_groups[0]["lr"]
         log.write([state["step"], round(state["step"] / self.steps_per_epoch, 2), round(state["elapsed_s"], 1),
                    round(mean_loss, 5), lr, round(f1, 4), round(dice, 4)])
@@ -222,16 +260,20 @@ class _Loop:
         else:
             state["bad_validations"] += 1
         self.saved.save(self.out, state)
+        self.folder.checkpointed()
+        self.validated = True
         bar.set_description(f"val F1 {f1:.3f} (best {state['best_f1']:.3f})")
         self.callbacks.validation(state["step"], f1_50=f1, dice=dice, loss=mean_loss, lr=lr,
                                   elapsed_s=state["elapsed_s"])
 
 
-def _finish(out: Path, net: AttentionUNet, val_items, run_config: dict, loop: _Loop, stop_reason: str) -> None:
+def _finish(net: AttentionUNet, val_items, run_config: dict, loop: _Loop, stop_reason: str) -> None:
     """Save the last state, reload the best weights and tune their post-processing."""
-    if not (out / SEGMENTER_FILE).exists():  # the budget ended before the first validation
-        save_tensors(out / SEGMENTER_FILE, net.state_dict())
-    loop.saved.save(out, loop.state)
+    if not (loop.out / SEGMENTER_FILE).exists():  # no validation score was ever finite
+        save_tensors(loop.out / SEGMENTER_FILE, net.state_dict())
+    loop.saved.save(loop.out, loop.state)
+    loop.folder.checkpointed()
+    out = loop.out
     load_module_weights(net, out / SEGMENTER_FILE)
     if val_items:
         run_config["postprocess"], (f1, dice) = tune_postprocess(Segmenter(net, run_config, out), val_items)
