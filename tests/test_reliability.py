@@ -771,3 +771,23 @@ def test_large_images_are_flooded_in_blocks_with_the_same_result(seg_run, monkey
     monkeypatch.setattr(infer, "WATERSHED_BLOCK_PX", 48)
     blocks = infer.instances_from_maps(maps["probs"], maps["distance"], 0.5, 0.5, 4)
     assert whole.max() > 10 and np.array_equal(blocks, whole)
+
+
+def test_demo_moves_an_earlier_demo_aside_and_refuses_other_folders(tmp_path):
+    from sagegan.demo import _fresh_folder
+    from sagegan.io import InputError
+
+    out = tmp_path / "demo_output"
+    (out / "phase1").mkdir(parents=True)
+    (out / "demo_config.json").write_text("{}")
+    assert _fresh_folder(out) == out and not any(out.iterdir())
+    backups = [p for p in tmp_path.iterdir() if p.name.startswith("demo_output.bak-")]
+    assert len(backups) == 1 and (backups[0] / "demo_config.json").exists()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    try:
+        _fresh_folder(tmp_path / "mine")
+        raise AssertionError("not refused")
+    except InputError as exc:
+        assert "not empty" in str(exc)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
