@@ -203,16 +203,8 @@ def test_evaluate_counts_missing_predictions(tmp_path, capsys):
 
 def _cli(capsys, monkeypatch, *argv):
     """``sagegan ARGV`` in this process: (exit status, stdout, stderr lines)."""
-    from sagegan.cli import main
-
-    monkeypatch.setenv("SAGEGAN_NO_MALLOC_TUNING", "1")  # main() must not re-execute itself in a test
-    try:
-        main([str(a) for a in argv])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code or 0
-    captured = capsys.readouterr()
-    return code, captured.out, [ln for ln in captured.err.splitlines() if ln.strip()]
+    code, out, err = _sagegan(capsys, *argv)
+    return code, out, [ln for ln in err.splitlines() if ln.strip()]
 
 
 def _noisy_micrograph(seed=0):
@@ -401,7 +393,6 @@ import socket as _socket
 import subprocess as _subprocess
 import sys as _sys
 import time as _time
-from dataclasses import replace as _replace
 
 import pytest as _pytest
 

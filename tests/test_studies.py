@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
 from sagegan.runs import GENERATOR_FILE, SEGMENTER_FILE, load_module_weights, load_segmenter, load_tensors, save_tensors

@@ -230,7 +230,6 @@ def instances_from_maps(probs: np.ndarray, distance: np.ndarray, fg_threshold: f
     hold no core become particles of their own. Instances under ``min_area_px`` are dropped.
     """
     from scipy import ndimage as ndi
-    from skimage.segmentation import watershed
 
     foreground = probs[0] < 1.0 - fg_threshold
     seeds, n = ndi.label((distance > seed_threshold) & foreground)
@@ -480,31 +479,11 @@ def segment_batch(inputs: Sequence[str | Path], model: str | Path | Segmenter, o
     """
     import pandas as pd
 
-    from .io import (SEGMENT_MANIFEST, SEGMENT_OUTPUT_SUFFIXES, Batch, _listing, _stem, expand_inputs,
-                     read_micrograph, read_segment_manifest, read_split, segment_outputs, write_image,
-                     write_json, write_labels)
+    from .io import (SEGMENT_MANIFEST, SEGMENT_OUTPUT_SUFFIXES, Batch, _listing, read_micrograph,
+                     read_segment_manifest, segment_outputs, write_image, write_json, write_labels)
     from .particles import measure
 
-    files = expand_inputs(inputs)
-    own: dict[Path, set[str]] = {}
-    skipped = []
-    for f in files:
-        if f.parent not in own:
-            own[f.parent] = segment_outputs(f.parent)
-        if f.name in own[f.parent]:
-            skipped.append(f)
-    files = [f for f in files if f not in skipped]
-    if skipped and report is not None:
-        report(f"skipped {len(skipped)} file(s) that sagegan segment wrote (named in their folder's "
-               f"segment_manifest.json): {_listing(f.name for f in skipped)}")
-    if not files:
-        raise InputError(f"{', '.join(map(str, inputs))}: all {len(skipped)} image files are outputs of "
-                         "sagegan segment (named in their folder's segment_manifest.json)")
-    if split is not None:
-        wanted = set(read_split(split) if isinstance(split, (str, Path)) else split)
-        files = [f for f in files if _stem(f.name) in wanted]
-        if not files:
-            raise InputError(f"{split}: none of the inputs is named in the split")
+    files, skipped = _select_inputs(inputs, split, report)
     files = list({f.resolve(): f for f in files}.values())
     out = Path(out)
     recorded = read_segment_manifest(out)
@@ -563,6 +542,48 @@ def segment_batch(inputs: Sequence[str | Path], model: str | Path | Segmenter, o
             label_files.append(out / f"{name}_labels.tif")
     particles = pd.concat(tables.values(), ignore_index=True) if tables else pd.DataFrame()
     kept = sorted(set(manifest["images"]) - set(tables))
+    _write_particles_csv(out, particles, kept)
+    write_json(out / "segment_config.json", {**settings, "postprocess": seg.postprocess, "images": runs})
+    if (replaced or kept) and report is not None:
+        report(f"replaced the earlier outputs of {len(replaced)} image(s) in {out}"
+               + (f"; kept those of {len(kept)} other image(s) (particles.csv and {SEGMENT_MANIFEST} list all "
+                  f"{len(manifest['images'])})" if kept else ""))
+    return SegmentBatch(particles, label_files, names, renamed, skipped, replaced, kept, batch.failures)
+
+
+def _select_inputs(inputs, split, report) -> tuple[list[Path], list[Path]]:
+    """The input files to segment (in a split, when given) and those skipped as sagegan's own outputs."""
+    from .io import _listing, _stem, expand_inputs, read_split, segment_outputs
+
+    files = expand_inputs(inputs)
+    own: dict[Path, set[str]] = {}
+    skipped = []
+    for f in files:
+        if f.parent not in own:
+            own[f.parent] = segment_outputs(f.parent)
+        if f.name in own[f.parent]:
+            skipped.append(f)
+    files = [f for f in files if f not in skipped]
+    if skipped and report is not None:
+        report(f"skipped {len(skipped)} file(s) that sagegan segment wrote (named in their folder's "
+               f"segment_manifest.json): {_listing(f.name for f in skipped)}")
+    if not files:
+        raise InputError(f"{', '.join(map(str, inputs))}: all {len(skipped)} image files are outputs of "
+                         "sagegan segment (named in their folder's segment_manifest.json)")
+    if split is not None:
+        wanted = set(read_split(split) if isinstance(split, (str, Path)) else split)
+        files = [f for f in files if _stem(f.name) in wanted]
+        if not files:
+            raise InputError(f"{split}: none of the inputs is named in the split")
+    return files, skipped
+
+
+def _write_particles_csv(out: Path, particles, kept: Sequence[str]) -> None:
+    """``particles.csv``: this run's rows plus the earlier rows of the images it ``kept``."""
+    import pandas as pd
+
+    from .io import atomic_write
+
     earlier = None
     if kept and (out / "particles.csv").is_file():
         try:
@@ -574,13 +595,7 @@ def segment_batch(inputs: Sequence[str | Path], model: str | Path | Segmenter, o
         table = pd.concat([earlier, particles], ignore_index=True) if len(particles) else earlier
     else:
         table = particles
-    table.to_csv(out / "particles.csv", index=False)
-    write_json(out / "segment_config.json", {**settings, "postprocess": seg.postprocess, "images": runs})
-    if (replaced or kept) and report is not None:
-        report(f"replaced the earlier outputs of {len(replaced)} image(s) in {out}"
-               + (f"; kept those of {len(kept)} other image(s) (particles.csv and {SEGMENT_MANIFEST} list all "
-                  f"{len(manifest['images'])})" if kept else ""))
-    return SegmentBatch(particles, label_files, names, renamed, skipped, replaced, kept, batch.failures)
+    atomic_write(out / "particles.csv", lambda tmp: table.to_csv(tmp, index=False))
 
 
 def segment_files(inputs: Sequence[str | Path], model: str | Path | Segmenter, out: str | Path,

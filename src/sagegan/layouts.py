@@ -60,7 +60,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, Sequence
 
 import numpy as np
-from scipy import ndimage, sparse
+from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 

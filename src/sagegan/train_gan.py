@@ -391,8 +391,7 @@ class _GanLoop:
         """Update G (and E) and S on the weighted sum of their terms; returns the terms, G(mask),
         the mask input made from S(x) and, when that mask carries gradients, D_mask's scores of it."""
         cfg, w = self.cfg, self.cfg.weights
-        G, S, D_img, D_mask, E = (self.nets.generator, self.nets.segmenter, self.nets.disc_image,
-                                  self.nets.disc_mask, self.nets.style_encoder)
+        S, D_img, D_mask, E = self.nets.segmenter, self.nets.disc_image, self.nets.disc_mask, self.nets.style_encoder
         with self.autocast():
             out_real = S(b.x).float()
         # Before warm-up ends, S gets no gradient through G (its images are still noise).
