@@ -519,23 +519,25 @@ def segment_batch(inputs: Sequence[str | Path], model: str | Path | Segmenter, o
             mg = read_micrograph(path, nm_per_px=nm_per_px, crop_bottom=crop_bottom, max_pixels=max_pixels)
             result = segment_image(seg, mg.image, scale=scale, tta=tta, min_area_px=min_area_px,
                                    with_gates=save_attention)
-            written = [name + s for s in suffixes if s != "_attention.png" or result.gate is not None]
+            labels, gate = result.labels, result.gate
+            run = {"image": str(path), "n_particles": int(labels.max()), "scale": result.scale,
+                   "passes": result.passes, "nm_per_px": mg.nm_per_px}
+            del result  # its probability maps are the largest arrays of a big image
+            written = [name + s for s in suffixes if s != "_attention.png" or gate is not None]
             old = manifest["images"].get(name)
             if old is not None or any((out / w).exists() for w in written):
                 replaced.append(name)
-            run = {"image": str(path), "n_particles": int(result.labels.max()), "scale": result.scale,
-                   "passes": result.passes, "nm_per_px": mg.nm_per_px}
             # recorded before the files are written, so that a crash never leaves unrecorded outputs
             manifest["images"][name] = {**settings, **run, "input": str(path.resolve()), "outputs": written}
             write_json(out / SEGMENT_MANIFEST, manifest)
             for stale in set(old["outputs"] if old else []) - set(written):
                 (out / stale).unlink(missing_ok=True)
-            write_labels(out / f"{name}_labels.tif", result.labels)
-            write_image(out / f"{name}_mask.png", ((result.labels > 0) * 255).astype(np.uint8))
-            write_image(out / f"{name}_overlay.png", overlay_outlines(mg.image, result.labels))
-            if "_attention.png" in suffixes and result.gate is not None:
-                write_image(out / f"{name}_attention.png", overlay_heatmap(mg.image, result.gate))
-            table = measure(result.labels, mg.image, mg.nm_per_px)
+            write_labels(out / f"{name}_labels.tif", labels)
+            write_image(out / f"{name}_mask.png", ((labels > 0) * 255).astype(np.uint8))
+            write_image(out / f"{name}_overlay.png", overlay_outlines(mg.image, labels))
+            if "_attention.png" in suffixes and gate is not None:
+                write_image(out / f"{name}_attention.png", overlay_heatmap(mg.image, gate))
+            table = measure(labels, mg.image, mg.nm_per_px)
             table.insert(0, "image", name)
             tables[name] = table
             runs.append(run)
