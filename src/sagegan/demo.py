@@ -104,7 +104,9 @@ def _fresh_folder(out: Path) -> Path:
     if out.is_dir() and any(out.iterdir()):
         if not (out / "demo_config.json").exists():
             raise InputError(f"{out}: folder is not empty and holds no earlier demo; choose another --out")
-        backup = out.with_name(f"{out.name}.bak-{time.strftime('%Y%m%d-%H%M%S')}")
+        from .runs import unique_sibling
+
+        backup = unique_sibling(out, "bak")
         out.rename(backup)
         print(f"moved the earlier demo in {out} to {backup}")
     out.mkdir(parents=True, exist_ok=True)

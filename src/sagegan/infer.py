@@ -145,15 +145,25 @@ def _predict_blocks(seg: Segmenter, norm: np.ndarray, scale: float, **options) -
     block = max(64, int(BLOCK_ZOOMED_PX / scale))
     margin = int(math.ceil(BLOCK_MARGIN_ZOOMED_PX / scale))
     out: np.ndarray | None = None
+    for core, context, inner in _blocks((h, w), block, margin):
+        part = _predict(seg, norm[context], scale, **options)
+        if out is None:
+            out = np.empty((part.shape[0], h, w), np.float32)
+        out[(slice(None), *core)] = part[(slice(None), *inner)]
+    return out
+
+
+def _blocks(shape: tuple[int, int], block: int, margin: int):
+    """Tile an image of ``shape`` into ``block``-px squares; per square yield the slices of the
+    square (``core``), of the square with ``margin`` px of context (``context``), and of the
+    square within its context (``inner``)."""
+    h, w = shape
     for y0 in range(0, h, block):
         for x0 in range(0, w, block):
             y1, x1 = min(h, y0 + block), min(w, x0 + block)
             ya, xa, yb, xb = max(0, y0 - margin), max(0, x0 - margin), min(h, y1 + margin), min(w, x1 + margin)
-            part = _predict(seg, norm[ya:yb, xa:xb], scale, **options)
-            if out is None:
-                out = np.empty((part.shape[0], h, w), np.float32)
-            out[:, y0:y1, x0:x1] = part[:, y0 - ya:y1 - ya, x0 - xa:x1 - xa]
-    return out
+            yield ((slice(y0, y1), slice(x0, x1)), (slice(ya, yb), slice(xa, xb)),
+                   (slice(y0 - ya, y1 - ya), slice(x0 - xa, x1 - xa)))
 
 
 def _predict(seg: Segmenter, norm: np.ndarray, scale: float, tta: bool, tile: int, min_overlap: int,
@@ -270,14 +280,9 @@ def _watershed(distance: np.ndarray, seeds: np.ndarray, foreground: np.ndarray) 
     areas = np.bincount(seeds.ravel())[1:]
     core_area = float(np.percentile(areas[areas > 0], 99))
     margin = min(int(4 * 2 * math.sqrt(core_area / math.pi)) + 16, WATERSHED_BLOCK_PX)
-    h, w = seeds.shape
     labels = np.zeros(seeds.shape, seeds.dtype)
-    for y0 in range(0, h, WATERSHED_BLOCK_PX):
-        for x0 in range(0, w, WATERSHED_BLOCK_PX):
-            y1, x1 = min(h, y0 + WATERSHED_BLOCK_PX), min(w, x0 + WATERSHED_BLOCK_PX)
-            ya, xa, yb, xb = max(0, y0 - margin), max(0, x0 - margin), min(h, y1 + margin), min(w, x1 + margin)
-            part = watershed(-distance[ya:yb, xa:xb], seeds[ya:yb, xa:xb], mask=foreground[ya:yb, xa:xb])
-            labels[y0:y1, x0:x1] = part[y0 - ya:y1 - ya, x0 - xa:x1 - xa]
+    for core, context, inner in _blocks(seeds.shape, WATERSHED_BLOCK_PX, margin):
+        labels[core] = watershed(-distance[context], seeds[context], mask=foreground[context])[inner]
     return labels
 
 

@@ -51,7 +51,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from .io import InputError, atomic_write, json_ready, read_json, write_json
+from .io import InputError, atomic_write, atomic_write_text, json_ready, read_json, write_json
 from .nets.attention_unet import AttentionUNet, inference_copy
 
 SEGMENTER_FILE = "segmenter.safetensors"
@@ -468,7 +468,7 @@ class RunFolder:
         try:
             used = check_run_folder(final, self.resume, self.overwrite)  # again, now that it is locked
             if used and self.overwrite:
-                self.path = _unique_sibling(final, "partial")
+                self.path = unique_sibling(final, "partial")
                 self.path.mkdir()
                 self._lock(self.path)
         except BaseException:
@@ -481,7 +481,7 @@ class RunFolder:
         if self.path == self.final:
             return
         final, partial = self.final, self.path
-        self.backup = _unique_sibling(final, "bak")
+        self.backup = unique_sibling(final, "bak")
         os.rename(final, self.backup)
         self._release(self.backup / LOCK_FILE)
         try:
@@ -565,7 +565,7 @@ def _alive(pid: int, host: str) -> bool:
     return True
 
 
-def _unique_sibling(folder: Path, tag: str) -> Path:
+def unique_sibling(folder: Path, tag: str) -> Path:
     """``<folder>.<tag>-<YYYYmmdd-HHMMSS>`` beside ``folder``, numbered when that exists already."""
     folder = folder.resolve()
     base = folder.with_name(f"{folder.name}.{tag}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -588,7 +588,7 @@ def trim_log(path: str | Path, step: int) -> None:
     if len(keep) < len(rows):
         buffer = io.StringIO()
         csv.writer(buffer).writerows(keep)
-        atomic_write(path, lambda tmp: tmp.write_text(buffer.getvalue()))
+        atomic_write_text(path, buffer.getvalue())
 
 
 def _number(text: str) -> float:
