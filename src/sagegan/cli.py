@@ -123,8 +123,10 @@ def train_seg(
                                              "10 % of the training stems, held out)."),
     out: Path = typer.Option(..., "--out", help="RUN folder to write."),
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Hard time budget."),
-    epochs: int = typer.Option(200, "--epochs", min=1, help="Epochs (one patch per image each)."),
+    epochs: int = typer.Option(1000, "--epochs", min=1, help="Epochs (one patch per image each)."),
     seed: int = SEED,
+    init: Optional[str] = typer.Option(None, "--init", help="general | RUN: start from this model's weights, "
+                                       "architecture, canonical scale and post-processing (fine-tuning)."),
     arch: str = typer.Option("attention-unet", "--arch", help="attention-unet | unet"),
     loss: str = typer.Option("ce_dice", "--loss", help="ce_dice | focal_tversky"),
     scale: str = typer.Option("canonical", "--scale", help="canonical (zoom particles to "
@@ -136,11 +138,17 @@ def train_seg(
     bottleneck_attention: bool = typer.Option(False, "--bottleneck-attention",
                                               help="Add multi-head self-attention at the bottleneck."),
     patch_size: int = typer.Option(256, "--patch-size", min=16),
-    scale_jitter: float = typer.Option(0.2, "--scale-jitter", min=0.0, help="Random zoom in [1/(1+j), 1+j] "
+    scale_jitter: float = typer.Option(0.4, "--scale-jitter", min=0.0, help="Random zoom in [1/(1+j), 1+j] "
                                        "around the canonical scale; wider tolerates a rougher --scale auto."),
+    invert_prob: float = typer.Option(0.0, "--invert-prob", min=0.0, max=1.0, help="Share of patches with "
+                                      "inverted contrast (teaches both polarities: bright SEM, dark TEM particles)."),
+    gradient: float = typer.Option(0.0, "--gradient", min=0.0, max=1.0, help="Strength of a random "
+                                   "illumination ramp added to patches."),
     batch_size: int = typer.Option(8, "--batch-size", min=1),
     lr: float = typer.Option(1e-3, "--lr"),
-    val_every: int = typer.Option(200, "--val-every", min=1, help="Steps between validations."),
+    val_every: int = typer.Option(150, "--val-every", min=1, help="Steps between validations."),
+    val_max_images: int = typer.Option(24, "--val-max-images", min=1, help="Validation images scored (the "
+                                       "first of the validation split)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
     resume: bool = typer.Option(False, "--resume", help="Continue from RUN/last.safetensors."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run in a non-empty RUN; the old one is "
@@ -150,8 +158,8 @@ def train_seg(
     """Phase 1: train the Attention U-Net segmenter on labelled images."""
     from .io import load_pairs, resolve_data_dirs
     from .data import Augment
-    from .runs import TrainingInterrupted, check_run_folder
-    from .train_seg import SegTrainConfig, train_segmenter
+    from .runs import SEGMENTER_FILE, TrainingInterrupted, check_run_folder, resolve_model
+    from .train_seg import SegTrainConfig, config_from_init, train_segmenter
 
     if scale not in ("canonical", "native"):
         raise ValueError(f"--scale must be canonical or native, got {scale!r}")
@@ -159,8 +167,14 @@ def train_seg(
                          dropout=dropout, bottleneck_attention=bottleneck_attention,
                          canonical_diameter_px=diameter if scale == "canonical" else None,
                          patch_size=patch_size, batch_size=batch_size, lr=lr, epochs=epochs,
-                         max_minutes=max_minutes, val_every=val_every, seed=seed, device=device,
-                         augment=Augment(scale_jitter=scale_jitter))
+                         max_minutes=max_minutes, val_every=val_every, val_max_images=val_max_images,
+                         seed=seed, device=device,
+                         augment=Augment(scale_jitter=scale_jitter, invert_prob=invert_prob, gradient=gradient))
+    init_weights = None
+    if init is not None:
+        init_folder = resolve_model(init)
+        cfg = config_from_init(cfg, init_folder)
+        init_weights = init_folder / SEGMENTER_FILE
     check_run_folder(out, resume, overwrite)  # before reading any data
     images_dir, masks_dir = resolve_data_dirs(data, images, masks)
     train = load_pairs(images_dir, masks_dir, split, crop_bottom=crop_bottom, nm_per_px=nm_per_px, progress=True,
@@ -170,7 +184,8 @@ def train_seg(
         val = load_pairs(images_dir, masks_dir, val_split, crop_bottom=crop_bottom, nm_per_px=nm_per_px,
                          mask_kind=mask_kind)
     try:
-        run = train_segmenter(train, out, cfg, val=val, resume=resume, overwrite=overwrite)
+        run = train_segmenter(train, out, cfg, val=val, resume=resume, overwrite=overwrite,
+                              init_weights=init_weights)
     except TrainingInterrupted as stop:
         _interrupted("train-seg", stop)
     typer.echo(f"segmenter written to {run}")

@@ -160,6 +160,7 @@ class Augment:
     noise_prob: float = 0.3
     noise_sd_max: float = 0.08
     invert_prob: float = 0.0         # SEM <-> TEM contrast; off by default
+    gradient: float = 0.0            # strength of a random linear illumination ramp; off by default
 
 
 def sample_patch(item: PreparedImage, size: int, rng: np.random.Generator,
@@ -203,6 +204,13 @@ def sample_patch(item: PreparedImage, size: int, rng: np.random.Generator,
 def _photometric(image: np.ndarray, rng: np.random.Generator, aug: Augment) -> np.ndarray:
     if aug.invert_prob and rng.random() < aug.invert_prob:
         image = 1.0 - image
+    if aug.gradient:
+        # uneven illumination, as the simulator's acquisition draws it: a ramp in a random direction
+        angle = rng.uniform(0.0, 2.0 * np.pi)
+        h, w = image.shape
+        ramp = (np.linspace(-0.5, 0.5, w)[None, :] * np.cos(angle)
+                + np.linspace(-0.5, 0.5, h)[:, None] * np.sin(angle))
+        image = image * (1.0 + rng.uniform(0.0, aug.gradient) * ramp)
     if aug.gamma:
         g = float(np.exp(rng.uniform(-aug.gamma, aug.gamma)))
         image = np.clip(image, 0, None) ** g

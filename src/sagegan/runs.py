@@ -162,6 +162,58 @@ class Segmenter:
         return {**DEFAULT_POSTPROCESS, **self.config.get("postprocess", {})}
 
 
+# ------------------------------------------------------------------------------- the bundled model
+
+GENERAL_MODEL = "general"
+BUNDLED_MODELS_DIR = Path(__file__).parent / "models"
+
+
+def resolve_model(model: str | Path | None) -> Path:
+    """The model folder that ``--model`` names: None or ``"general"`` is the model bundled with sagegan.
+
+    A folder named ``general`` in the working directory wins over the bundled model, with a
+    one-line note saying so; any other value is a RUN folder.
+    """
+    import warnings
+
+    from .io import InputWarning
+
+    if model is not None and str(model) != GENERAL_MODEL:
+        return Path(model)
+    if model is not None and Path(GENERAL_MODEL).is_dir():
+        warnings.warn(f"{Path(GENERAL_MODEL).resolve()}: using this folder, not the bundled general model "
+                      f"(name another folder, or pass --model {BUNDLED_MODELS_DIR / GENERAL_MODEL})", InputWarning)
+        return Path(GENERAL_MODEL)
+    bundled = BUNDLED_MODELS_DIR / GENERAL_MODEL
+    if not (bundled / SEGMENTER_FILE).is_file():
+        raise InputError(f"{bundled}: this install has no bundled general model yet; pass --model RUN "
+                         "(a folder written by `sagegan train-seg`)")
+    return bundled
+
+
+def weights_sha256(path: str | Path) -> str:
+    """The SHA-256 of a weights file: it names exactly which weights made an output."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def model_provenance(seg: "Segmenter") -> dict[str, Any]:
+    """Which model made an output: name, version, weights hash, and the sagegan version reading it."""
+    from . import __version__
+
+    path = seg.path
+    weights = path / SEGMENTER_FILE if path is not None else None
+    return {"model_name": seg.config.get("name") or (path.name if path is not None else None),
+            "model_version": seg.config.get("version"),
+            "model_sha256": weights_sha256(weights) if weights is not None and weights.is_file() else None,
+            "sagegan_version": __version__}
+
+
 def _run_config(run_dir: str | Path) -> tuple[Path, dict]:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():

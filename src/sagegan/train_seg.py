@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -24,9 +24,9 @@ from .io import InputError, Sample, read_json, write_json
 from .losses import OUT_CHANNELS, segmentation_loss
 from .nets.attention_unet import AttentionUNet
 from .progress import StepBar, TrainingCallbacks, TrainingLog
-from .runs import (DEFAULT_POSTPROCESS, SEGMENTER_FILE, RunFolder, Segmenter, StopSignals, TrainingInterrupted,
+from .runs import (CONFIG_FILE, DEFAULT_POSTPROCESS, SEGMENTER_FILE, RunFolder, Segmenter, StopSignals, TrainingInterrupted,
                    TrainingState, check_resume_architecture, git_commit, load_module_weights, resolve_device,
-                   save_tensors, trim_log)
+                   save_tensors, trim_log, weights_sha256)
 from .validation import selection_score, split_validation, tune_postprocess
 
 ARCHS = ("attention-unet", "unet")
@@ -53,6 +53,9 @@ class SegTrainConfig:
     val_every: int = 200
     val_max_images: int = 24
     patience: int = 10               # validations without improvement before stopping
+    # Checkpoints are chosen on an exponential moving average of the validation score (this weight
+    # on the past), so that one lucky validation on a few images does not pick the model.
+    selection_smoothing: float = 0.5
     val_fraction: float = 0.1
     seed: int = 0
     device: str = "auto"
@@ -76,6 +79,20 @@ class SegTrainConfig:
     def from_dict(cls, d: dict) -> "SegTrainConfig":
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def config_from_init(cfg: SegTrainConfig, init_folder: str | Path) -> SegTrainConfig:
+    """``cfg`` with the architecture and canonical scale of the model in ``init_folder``, whose weights
+    a fine-tuning run starts from (the other settings, e.g. steps and learning rate, stay ``cfg``'s)."""
+    config = read_json(Path(init_folder) / CONFIG_FILE)
+    model = config.get("model") or {}
+    if "widths" not in model:
+        raise InputError(f"{Path(init_folder) / CONFIG_FILE}: no 'model' section; is this a sagegan model folder?")
+    return replace(cfg, widths=tuple(model["widths"]), norm=model.get("norm", cfg.norm),
+                   dropout=model.get("dropout", cfg.dropout),
+                   arch="attention-unet" if model.get("attention_gates", True) else "unet",
+                   bottleneck_attention=model.get("bottleneck_attention", False),
+                   canonical_diameter_px=config.get("canonical_diameter_px"))
 
 
 def train_segmenter(train: Sequence[Sample], out: str | Path, config: SegTrainConfig | None = None,
@@ -125,6 +142,13 @@ def _train(folder: RunFolder, train: Sequence[Sample], cfg: SegTrainConfig, val:
     # Validation F1 should rise: the scheduler watches it in "max" mode.
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.5, patience=3)
     run_config = _run_config(cfg, train, train_items, val_items, device)
+    if init_weights is not None:
+        # Fine-tuning keeps the starting model's post-processing until validation re-tunes it.
+        init_folder = Path(init_weights).parent
+        init_config = read_json(init_folder / CONFIG_FILE) if (init_folder / CONFIG_FILE).exists() else {}
+        run_config["postprocess"] = {**run_config["postprocess"], **init_config.get("postprocess", {})}
+        run_config["init"] = {"path": str(init_folder), "name": init_config.get("name"),
+                              "version": init_config.get("version"), "sha256": weights_sha256(init_weights)}
     saved = TrainingState({"model": net}, {"opt": opt}, sched, rng)
     loop = _Loop(folder, cfg, train_items, val_items, Segmenter(net, run_config, folder.final), opt, sched, saved,
                  device, callbacks or TrainingCallbacks())
@@ -252,9 +276,13 @@ class _Loop:
         if not self.val_items:
             score = -mean_loss
         self.sched.step(score)
+        if "smoothed" in state and math.isfinite(state["smoothed"]):
+            score = self.cfg.selection_smoothing * state["smoothed"] + (1.0 - self.cfg.selection_smoothing) * score
+        state["smoothed"] = score
         if score >= state["best_f1"]:
             state["best_f1"], state["bad_validations"] = score, 0
-            run_config["best_validation"] = {"step": state["step"], "f1_50": f1, "dice": dice}
+            run_config["best_validation"] = {"step": state["step"], "f1_50": f1, "dice": dice,
+                                             "smoothed_score": score}
             save_tensors(self.out / SEGMENTER_FILE, self.net.state_dict())
             write_json(self.out / "config.json", run_config)
         else:
