@@ -9,6 +9,21 @@ import sys
 
 __version__ = "0.1.0"
 
+
+def segment(image, model=None, **options):
+    """Segment one micrograph (a path or a float array) with the bundled general model, or ``model``.
+
+    Returns a :class:`sagegan.infer.Segmentation` with ``labels``, per-particle ``scores`` and a
+    ``particles`` table (sizes in px and, when the pixel size is known, nm). See
+    :func:`sagegan.infer.segment` for the options; imported lazily so that ``import sagegan`` stays light.
+
+    >>> import sagegan
+    >>> result = sagegan.segment("my.tif")   # doctest: +SKIP
+    """
+    from .infer import segment as _segment
+
+    return _segment(image, model, **options)
+
 # glibc malloc settings that keep freed memory mapped: without them, CPU training spends much of
 # its time in the kernel re-mapping pages (BENCHMARKS.md). They must be set before the process
 # starts, so heavy commands re-execute themselves once with them.

@@ -189,6 +189,30 @@ def train_seg(
     except TrainingInterrupted as stop:
         _interrupted("train-seg", stop)
     typer.echo(f"segmenter written to {run}")
+    typer.echo(_training_verdict(run))
+
+
+STOP_REASONS = {"max_minutes": "its time budget (--max-minutes) ran out", "epochs": "it ran all --epochs",
+                "early_stopping": "validation stopped improving (early stop)"}
+
+
+def _training_verdict(run: Path) -> str:
+    """One line: why training stopped and its best validation scores; a warning when they are poor."""
+    from .io import read_json
+
+    config = read_json(Path(run) / "config.json")
+    reason = config.get("stop_reason")
+    why = STOP_REASONS.get(reason, reason or "unknown")
+    best = config.get("best_validation") or {}
+    f1, dice = best.get("tuned_f1_50", best.get("f1_50")), best.get("tuned_dice", best.get("dice"))
+    if f1 is None:
+        return f"training stopped after {config.get('steps')} steps because {why}; no validation images, no scores"
+    line = (f"training stopped after {config.get('steps')} steps because {why}; best validation "
+            f"F1@0.5 {f1:.3f}, Dice {dice:.3f} (step {best.get('step')})")
+    if f1 < 0.3:
+        line += ("\nsagegan: warning: validation F1 is below 0.3: the model finds few particles correctly; "
+                 "check the masks (sagegan check-data), train longer, or label more images")
+    return line
 
 
 def _interrupted(command: str, stop) -> None:
@@ -208,9 +232,18 @@ def _interrupted(command: str, stop) -> None:
 @app.command()
 def segment(
     inputs: List[str] = typer.Argument(..., help="Image files, folders or glob patterns."),
-    model: Path = typer.Option(..., "--model", help="RUN (or GANRUN) folder."),
+    model: Optional[str] = typer.Option(None, "--model", help="RUN (or GANRUN) folder, or general (the model "
+                                        "bundled with sagegan, the default; general@VERSION pins its version)."),
     out: Path = typer.Option(..., "--out", help="Output folder."),
     nm_per_px: Optional[float] = NM,
+    diameter_nm: Optional[float] = typer.Option(None, "--diameter-nm", min=0.0, help="Typical particle diameter "
+                                                "in nm (needs the pixel size): replaces the zoom search."),
+    diameter_px: Optional[float] = typer.Option(None, "--diameter-px", min=0.0, help="Typical particle diameter "
+                                                "in px: replaces the zoom search."),
+    min_score: Optional[float] = typer.Option(None, "--min-score", min=0.0, max=1.0, help="Drop particles scoring "
+                                              "below this (the score column); default: the model's tuned value."),
+    overlay_ids: bool = typer.Option(False, "--overlay-ids", help="Write each particle's id (its label value "
+                                     "and particles.csv id) on the overlay."),
     tta: bool = typer.Option(False, "--tta", help="Average over four flips (4x the network passes, a little "
                              "more accurate; BENCHMARKS.md)."),
     scale: str = typer.Option("auto", "--scale", help="auto | zoom factor applied before prediction."),
@@ -237,7 +270,9 @@ def segment(
     zoom: str | float = scale if scale == "auto" else _positive_float(scale, "--scale")
     batch = segment_batch(inputs, model, out, nm_per_px=nm_per_px, scale=zoom, tta=tta, min_area_px=min_area,
                           save_attention=save_attention, crop_bottom=crop_bottom, split=split,
-                          report=lambda line: typer.echo(f"sagegan: {line}", err=True), max_pixels=max_pixels)
+                          report=lambda line: typer.echo(f"sagegan: {line}", err=True), max_pixels=max_pixels,
+                          diameter_px=diameter_px, diameter_nm=diameter_nm, min_score=min_score,
+                          overlay_ids=overlay_ids)
     typer.echo(f"{len(batch.label_files)} image(s), {len(batch.particles)} particles -> {out}")
     if analyze and batch.label_files:
         from .report import analyze_labels

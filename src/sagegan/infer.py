@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 from .data import N_CLASSES, median_ecd, normalise_percentile, scale_factor_for
 from .io import MAX_PIXELS, InputError
 from .plot import overlay_heatmap, overlay_outlines
-from .runs import MIN_AREA_FRACTION, Segmenter, load_segmenter
+from .runs import MIN_AREA_FRACTION, Segmenter, load_segmenter, model_provenance, resolve_model
 
 
 # ------------------------------------------------------------------------------- particle size
@@ -297,6 +298,9 @@ class Segmentation:
     diameter_estimate_px: float
     gate: np.ndarray | None = None
     passes: list[float] = field(default_factory=list)
+    scores: np.ndarray | None = None   # per particle (label i -> scores[i - 1]), see particle_scores
+    warnings: list[str] = field(default_factory=list)
+    particles: Any = None              # measurements (pandas DataFrame), filled by :func:`segment`
 
 
 def default_min_area(canonical_diameter_px: float | None, scale: float, fraction: float = MIN_AREA_FRACTION) -> int:
@@ -310,6 +314,8 @@ def default_min_area(canonical_diameter_px: float | None, scale: float, fraction
 # Zooms tried by ``scale="auto"``: 1/16 .. 4, a factor 2 apart, i.e. particles from ~6 px to ~380 px
 # across for a canonical diameter of 24 px (the winner is then refined by up to sqrt(2) either way).
 SEARCH_ZOOMS = tuple(2.0 ** k for k in range(-4, 3))
+# Smallest particle diameter (input px) the zoom search accepts; below it "particles" are noise.
+MIN_PARTICLE_PX = 4.0
 
 
 def search_zoom(seg: Segmenter, image: np.ndarray, zooms: Sequence[float] = SEARCH_ZOOMS,
@@ -349,9 +355,15 @@ def search_zoom(seg: Segmenter, image: np.ndarray, zooms: Sequence[float] = SEAR
         confidence = float(maps["probs"].max(0)[foreground].mean()) if foreground.any() else 0.0
         size_error = abs(math.log(diameter / canonical)) if math.isfinite(diameter) else 9.0
         off_prior = max(0.0, abs(math.log(zoom / prior_zoom)) - math.log(2)) if prior_zoom else 0.0
+        areas = np.bincount(labels.ravel())[1:]
+        largest_share = float(areas.max() / labels.size) if areas.size else 0.0
         tries.append({"zoom": zoom, "diameter_px": diameter / zoom, "confidence": confidence,
+                      "largest_share": largest_share,
                       "score": confidence - size_weight * size_error - prior_weight * off_prior})
-    best = max(tries, key=lambda t: t["score"])
+    # Zooms whose result cannot be particles are ruled out: "particles" under MIN_PARTICLE_PX
+    # across are pixel noise, and one object over half the crop is background shading.
+    plausible = [t for t in tries if t["diameter_px"] >= MIN_PARTICLE_PX and t["largest_share"] <= 0.5]
+    best = max(plausible or tries, key=lambda t: t["score"])
     if not math.isfinite(best["diameter_px"]):  # no particles at any zoom: fall back on image statistics
         return (prior_zoom or 1.0), prior, tries
     step = math.sqrt(2)
@@ -360,19 +372,32 @@ def search_zoom(seg: Segmenter, image: np.ndarray, zooms: Sequence[float] = SEAR
 
 
 def segment_image(seg: Segmenter, image: np.ndarray, scale: str | float = "auto", tta: bool = False,
-                  min_area_px: int | None = None, with_gates: bool = False, tile: int = 1088) -> Segmentation:
+                  min_area_px: int | None = None, with_gates: bool = False, tile: int = 1088,
+                  diameter_px: float | None = None, min_score: float | None = None) -> Segmentation:
     """Segment one micrograph (float array) into particle instances at its own size.
 
     ``scale="auto"`` finds the zoom with :func:`search_zoom` (models trained at a canonical
-    particle size); a number fixes the zoom.
+    particle size); a number fixes the zoom. ``diameter_px``, a typical particle diameter in
+    input px, replaces the search. Every particle gets a score (:func:`particle_scores`);
+    those under ``min_score`` (default: the model's tuned ``postprocess.min_score``) are dropped.
+    ``warnings`` holds one-line notes on results that look wrong.
     """
     canonical = seg.canonical_diameter_px
     post = seg.postprocess
     passes: list[float] = []
+    warnings: list[str] = []
     estimate = float("nan")
-    if scale == "auto" and canonical:
+    if diameter_px is not None:
+        if not (diameter_px > 0 and math.isfinite(diameter_px)):
+            raise ValueError(f"the particle diameter must be a positive number of px, got {diameter_px}")
+        zoom, estimate = (zoom_for(diameter_px, canonical) if canonical else 1.0), float(diameter_px)
+    elif scale == "auto" and canonical:
         zoom, estimate, tries = search_zoom(seg, image)
         passes = [t["zoom"] for t in tries]
+        if zoom <= SEARCH_ZOOMS[0] or zoom >= SEARCH_ZOOMS[-1]:
+            side = "large" if zoom <= SEARCH_ZOOMS[0] else "small"
+            warnings.append(f"the zoom search ended at the edge of its range (zoom {zoom:.3g}): the particles may be "
+                            f"too {side} for it; give their typical size with --diameter-px or --diameter-nm")
     else:
         zoom = 1.0 if scale == "auto" else float(scale)
     if not (zoom > 0 and math.isfinite(zoom)):
@@ -382,7 +407,121 @@ def segment_image(seg: Segmenter, image: np.ndarray, scale: str | float = "auto"
     area = default_min_area(canonical, zoom, post["min_area_fraction"]) if min_area_px is None else min_area_px
     labels = instances_from_maps(maps["probs"], maps["distance"], post["fg_threshold"],
                                  post["seed_threshold"], area)
-    return Segmentation(labels, maps["probs"], maps["distance"], zoom, estimate, maps.get("gate"), passes)
+    scores = calibrated_scores(particle_scores(labels, maps["probs"], maps["distance"]), post)
+    threshold = post.get("min_score", 0.0) if min_score is None else min_score
+    if threshold > 0 and scores.size:
+        labels, scores = _drop_low_scores(labels, scores, threshold)
+    warnings += result_warnings(labels, scores, post)
+    return Segmentation(labels, maps["probs"], maps["distance"], zoom, estimate, maps.get("gate"), passes,
+                        scores, warnings)
+
+
+def particle_scores(labels: np.ndarray, probs: np.ndarray, distance: np.ndarray) -> np.ndarray:
+    """Raw confidence in [0, 1] of each particle (``labels`` 1..n -> entry 0..n-1).
+
+    The mean foreground probability inside the particle times the peak of its predicted
+    normalised distance (clipped to [0, 1]): a particle the network is sure of is foreground
+    throughout and has a clear core, whereas fragments, debris and merged blobs lack one or the
+    other. Models tuned by sagegan map it to a calibrated probability (:func:`calibrated_scores`).
+    """
+    from scipy import ndimage as ndi
+
+    n = int(labels.max()) if labels.size else 0
+    if n == 0:
+        return np.zeros(0)
+    index = np.arange(1, n + 1)
+    foreground = 1.0 - ndi.mean(probs[0], labels, index)
+    core = np.clip(ndi.maximum(distance, labels, index), 0.0, 1.0)
+    return np.clip(np.asarray(foreground) * np.asarray(core), 0.0, 1.0)
+
+
+def calibrated_scores(raw: np.ndarray, postprocess: dict) -> np.ndarray:
+    """Raw particle scores through the model's calibration curve (``postprocess.score_calibration``,
+    fitted on validation images by :func:`sagegan.validation.calibrate_scores`); unchanged without one."""
+    curve = postprocess.get("score_calibration")
+    if not curve or not len(raw):
+        return np.asarray(raw, float)
+    return np.interp(raw, curve["raw"], curve["calibrated"])
+
+
+def _drop_low_scores(labels: np.ndarray, scores: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    from skimage.segmentation import relabel_sequential
+
+    keep = np.concatenate([[False], scores >= threshold])
+    labels = np.where(keep[labels], labels, 0)
+    return relabel_sequential(labels)[0].astype(np.int32), scores[keep[1:]]
+
+
+# An image whose particles score this low, in the median, looks unlike the model's training data.
+UNFAMILIAR_MEDIAN_SCORE = 0.5
+
+
+def result_warnings(labels: np.ndarray, scores: np.ndarray, postprocess: dict) -> list[str]:
+    """One-line notes on a segmentation that is probably wrong or unreliable."""
+    notes = []
+    n = int(labels.max()) if labels.size else 0
+    if n == 0:
+        return ["no particles found"]
+    areas = np.bincount(labels.ravel())[1:]
+    if areas.max() > 0.5 * labels.size:
+        notes.append("one particle covers more than half of the image: probably background shading, "
+                     "not a particle; check the overlay")
+    median = median_ecd(labels)
+    if median < 8:
+        notes.append(f"the median particle spans {median:.1f} px: sizes are unreliable below about 8 px")
+    limit = postprocess.get("unfamiliar_median_score", UNFAMILIAR_MEDIAN_SCORE)
+    if scores.size and postprocess.get("score_calibration") and float(np.median(scores)) < limit:
+        notes.append(f"median particle score {float(np.median(scores)):.2f} (< {limit:g}): the image looks "
+                     "unlike the model's training data; check the overlay, or fine-tune (train-seg --init)")
+    return notes
+
+
+def segment(image: np.ndarray | str | Path, model: str | Path | Segmenter | None = None, *,
+            nm_per_px: float | None = None, diameter_px: float | None = None, diameter_nm: float | None = None,
+            scale: str | float = "auto", min_score: float | None = None, tta: bool = False) -> Segmentation:
+    """Particles of one micrograph, measured: the one-line entry point (``sagegan.segment``).
+
+    Parameters
+    ----------
+    image : a float array (H, W) or the path of a micrograph file (its pixel size is read from it).
+    model : None or ``"general"`` for the model bundled with sagegan, a RUN folder, or a loaded
+        :class:`Segmenter`.
+    nm_per_px : the pixel size, when the file does not record it (or to override it).
+    diameter_px, diameter_nm : a typical particle diameter, replacing the zoom search.
+    scale, min_score, tta : see :func:`segment_image`.
+
+    Returns
+    -------
+    Segmentation
+        ``labels`` (0 = background), ``scores`` and ``particles`` (one row per particle: size in
+        px and nm, shape, ``score``), plus the maps and ``warnings``.
+
+    Example
+    -------
+    >>> import sagegan
+    >>> result = sagegan.segment("my.tif")                      # doctest: +SKIP
+    >>> result.particles[["id", "ecd_nm", "score"]].head()     # doctest: +SKIP
+    """
+    from .io import read_micrograph
+    from .particles import measure
+
+    if isinstance(image, (str, Path)):
+        mg = read_micrograph(image, nm_per_px=nm_per_px)
+        image, nm_per_px = mg.image, mg.nm_per_px
+    image = np.asarray(image, dtype=np.float32)
+    seg = model if isinstance(model, Segmenter) else _cached_segmenter(str(resolve_model(model).resolve()))
+    if diameter_nm is not None:
+        if nm_per_px is None:
+            raise InputError("diameter_nm needs the pixel size: pass nm_per_px, or give diameter_px")
+        diameter_px = diameter_nm / nm_per_px
+    result = segment_image(seg, image, scale=scale, tta=tta, diameter_px=diameter_px, min_score=min_score)
+    result.particles = measure(result.labels, image, nm_per_px)
+    result.particles["score"] = result.scores
+    return result
+
+
+# The one-liner loads a model once per process (by folder), not once per image.
+_cached_segmenter = lru_cache(maxsize=2)(load_segmenter)
 
 
 def zoom_for(diameter_px: float, canonical: float) -> float:
@@ -460,11 +599,13 @@ def output_names(files: Sequence[Path], recorded: dict[str, dict]) -> dict[Path,
     return names
 
 
-def segment_batch(inputs: Sequence[str | Path], model: str | Path | Segmenter, out: str | Path,
+def segment_batch(inputs: Sequence[str | Path], model: str | Path | Segmenter | None, out: str | Path,
                   nm_per_px: float | None = None, scale: str | float = "auto", tta: bool = False,
                   min_area_px: int | None = None, save_attention: bool = False, crop_bottom: int = 0,
                   split: str | Path | Sequence[str] | None = None, progress: bool = True,
-                  report: Callable[[str], None] | None = None, max_pixels: int | None = MAX_PIXELS) -> SegmentBatch:
+                  report: Callable[[str], None] | None = None, max_pixels: int | None = MAX_PIXELS,
+                  diameter_px: float | None = None, diameter_nm: float | None = None,
+                  min_score: float | None = None, overlay_ids: bool = False) -> SegmentBatch:
     """Segment micrographs into ``out``; a bad image is reported and the others finish.
 
     Per image ``<name>_labels.tif``, ``_mask.png``, ``_overlay.png`` (and ``_attention.png``);
@@ -476,7 +617,13 @@ def segment_batch(inputs: Sequence[str | Path], model: str | Path | Segmenter, o
       only the outputs of the images given, keeping the others;
     * ``particles.csv``: the particles of every image in the manifest (this run's rows replace
       earlier ones of the same image, other images' rows are kept);
-    * ``segment_config.json``: the settings and images of this run.
+    * ``segment_config.json``: the settings and images of this run, and which model made them
+      (name, version, weights hash; the same columns are in ``particles.csv``).
+
+    ``model`` is a RUN folder, a loaded :class:`Segmenter`, or None / ``"general"`` for the model
+    bundled with sagegan (:func:`sagegan.runs.resolve_model`). ``diameter_px`` or ``diameter_nm``
+    (a typical particle diameter; nm needs the pixel size) replaces the zoom search, and
+    ``min_score`` overrides the model's score threshold (:func:`segment_image`).
 
     Files in ``out`` that ``segment`` did not write are never overwritten (the run is refused).
     A bad image (an :class:`InputError`: unreadable, corrupt, too small) goes to ``failures``
@@ -505,10 +652,15 @@ def segment_batch(inputs: Sequence[str | Path], model: str | Path | Segmenter, o
         report(f"{len(renamed)} input(s) share a file name with another input or an earlier output, so "
                f"their outputs are named after their folder: "
                f"{_listing(f'{f} -> {n}' for f, n in renamed.items())}")
-    seg = model if isinstance(model, Segmenter) else load_segmenter(model)
+    if diameter_px is not None and diameter_nm is not None:
+        raise ValueError("give the particle size once: --diameter-px or --diameter-nm, not both")
+    seg = model if isinstance(model, Segmenter) else load_segmenter(resolve_model(model))
+    provenance = model_provenance(seg)
     out.mkdir(parents=True, exist_ok=True)
-    settings = {"model": str(seg.path) if seg.path else None, "scale": scale, "tta": tta,
-                "min_area_px": min_area_px, "nm_per_px": nm_per_px, "crop_bottom": crop_bottom}
+    settings = {"model": str(seg.path) if seg.path else None, **provenance, "scale": scale, "tta": tta,
+                "min_area_px": min_area_px, "nm_per_px": nm_per_px, "crop_bottom": crop_bottom,
+                "diameter_px": diameter_px, "diameter_nm": diameter_nm,
+                "min_score": seg.postprocess.get("min_score", 0.0) if min_score is None else min_score}
     manifest = {"format": "sagegan segment manifest", "version": 1, "images": dict(recorded)}
     tables: dict[str, Any] = {}
     runs, label_files, replaced = [], [], []
@@ -522,11 +674,22 @@ def segment_batch(inputs: Sequence[str | Path], model: str | Path | Segmenter, o
         name = names[path]
         with batch.item(path):
             mg = read_micrograph(path, nm_per_px=nm_per_px, crop_bottom=crop_bottom, max_pixels=max_pixels)
+            hint = diameter_px
+            if diameter_nm is not None:
+                if mg.nm_per_px is None:
+                    raise InputError(f"{path}: --diameter-nm needs the pixel size, which this image does not "
+                                     "record; pass --nm-per-px, or give --diameter-px")
+                hint = diameter_nm / mg.nm_per_px
+            source = mg.metadata.get("pixel_size_source", "micrograph file") if mg.nm_per_px else None
             result = segment_image(seg, mg.image, scale=scale, tta=tta, min_area_px=min_area_px,
-                                   with_gates=save_attention)
-            labels, gate = result.labels, result.gate
+                                   with_gates=save_attention, diameter_px=hint, min_score=min_score)
+            labels, gate, scores = result.labels, result.gate, result.scores
             run = {"image": str(path), "n_particles": int(labels.max()), "scale": result.scale,
-                   "passes": result.passes, "nm_per_px": mg.nm_per_px}
+                   "passes": result.passes, "nm_per_px": mg.nm_per_px, "nm_per_px_source": source,
+                   "warnings": result.warnings}
+            if report is not None:
+                for warning in result.warnings:
+                    report(f"{path}: {warning}")
             del result  # its probability maps are the largest arrays of a big image
             written = [name + s for s in suffixes if s != "_attention.png" or gate is not None]
             old = manifest["images"].get(name)
@@ -537,13 +700,17 @@ def segment_batch(inputs: Sequence[str | Path], model: str | Path | Segmenter, o
             write_json(out / SEGMENT_MANIFEST, manifest)
             for stale in set(old["outputs"] if old else []) - set(written):
                 (out / stale).unlink(missing_ok=True)
-            write_labels(out / f"{name}_labels.tif", labels)
+            write_labels(out / f"{name}_labels.tif", labels, nm_per_px=mg.nm_per_px)
             write_image(out / f"{name}_mask.png", ((labels > 0) * 255).astype(np.uint8))
-            write_image(out / f"{name}_overlay.png", overlay_outlines(mg.image, labels))
+            write_image(out / f"{name}_overlay.png", overlay_outlines(mg.image, labels, ids=overlay_ids))
             if "_attention.png" in suffixes and gate is not None:
                 write_image(out / f"{name}_attention.png", overlay_heatmap(mg.image, gate))
             table = measure(labels, mg.image, mg.nm_per_px)
             table.insert(0, "image", name)
+            table["score"] = np.round(scores, 4)
+            table["nm_per_px_source"] = source
+            for key, value in provenance.items():
+                table[key] = value
             tables[name] = table
             runs.append(run)
             label_files.append(out / f"{name}_labels.tif")
@@ -605,11 +772,12 @@ def _write_particles_csv(out: Path, particles, kept: Sequence[str]) -> None:
     atomic_write(out / "particles.csv", lambda tmp: table.to_csv(tmp, index=False))
 
 
-def segment_files(inputs: Sequence[str | Path], model: str | Path | Segmenter, out: str | Path,
+def segment_files(inputs: Sequence[str | Path], model: str | Path | Segmenter | None, out: str | Path,
                   nm_per_px: float | None = None, scale: str | float = "auto", tta: bool = False,
                   min_area_px: int | None = None, save_attention: bool = False, crop_bottom: int = 0,
                   split: str | Path | Sequence[str] | None = None, progress: bool = True,
-                  report: Callable[[str], None] | None = None, max_pixels: int | None = MAX_PIXELS):
+                  report: Callable[[str], None] | None = None, max_pixels: int | None = MAX_PIXELS,
+                  **options):
     """Segment micrographs and write labels, masks, overlays and ``particles.csv`` to ``out``.
 
     See :func:`segment_batch` (the outputs, the manifest, re-runs into the same folder, the
@@ -624,7 +792,7 @@ def segment_files(inputs: Sequence[str | Path], model: str | Path | Segmenter, o
     """
     batch = segment_batch(inputs, model, out, nm_per_px=nm_per_px, scale=scale, tta=tta, min_area_px=min_area_px,
                           save_attention=save_attention, crop_bottom=crop_bottom, split=split, progress=progress,
-                          report=report, max_pixels=max_pixels)
+                          report=report, max_pixels=max_pixels, **options)
     if batch.failures:
         from .io import BatchError
 

@@ -172,15 +172,17 @@ def resolve_model(model: str | Path | None) -> Path:
     """The model folder that ``--model`` names: None or ``"general"`` is the model bundled with sagegan.
 
     A folder named ``general`` in the working directory wins over the bundled model, with a
-    one-line note saying so; any other value is a RUN folder.
+    one-line note saying so; ``"general@VERSION"`` pins the bundled model's version (refused when
+    this install ships another); any other value is a RUN folder.
     """
     import warnings
 
     from .io import InputWarning
 
-    if model is not None and str(model) != GENERAL_MODEL:
-        return Path(model)
-    if model is not None and Path(GENERAL_MODEL).is_dir():
+    name, _, pinned = str(model if model is not None else GENERAL_MODEL).partition("@")
+    if name != GENERAL_MODEL:
+        return Path(model)  # type: ignore[arg-type]
+    if model is not None and not pinned and Path(GENERAL_MODEL).is_dir():
         warnings.warn(f"{Path(GENERAL_MODEL).resolve()}: using this folder, not the bundled general model "
                       f"(name another folder, or pass --model {BUNDLED_MODELS_DIR / GENERAL_MODEL})", InputWarning)
         return Path(GENERAL_MODEL)
@@ -188,6 +190,11 @@ def resolve_model(model: str | Path | None) -> Path:
     if not (bundled / SEGMENTER_FILE).is_file():
         raise InputError(f"{bundled}: this install has no bundled general model yet; pass --model RUN "
                          "(a folder written by `sagegan train-seg`)")
+    if pinned:
+        version = read_json(bundled / CONFIG_FILE).get("version")
+        if str(version) != pinned:
+            raise InputError(f"--model {model}: the bundled general model is version {version}; install the "
+                             f"sagegan release that ships version {pinned}, or drop @{pinned}")
     return bundled
 
 

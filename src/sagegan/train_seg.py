@@ -27,7 +27,7 @@ from .progress import StepBar, TrainingCallbacks, TrainingLog
 from .runs import (CONFIG_FILE, DEFAULT_POSTPROCESS, SEGMENTER_FILE, RunFolder, Segmenter, StopSignals, TrainingInterrupted,
                    TrainingState, check_resume_architecture, git_commit, load_module_weights, resolve_device,
                    save_tensors, trim_log, weights_sha256)
-from .validation import selection_score, split_validation, tune_postprocess
+from .validation import calibrate_scores, selection_score, split_validation, tune_postprocess
 
 ARCHS = ("attention-unet", "unet")
 
@@ -307,6 +307,8 @@ def _finish(net: AttentionUNet, val_items, run_config: dict, loop: _Loop, stop_r
         run_config["postprocess"], (f1, dice) = tune_postprocess(Segmenter(net, run_config, out), val_items)
         run_config["best_validation"] = {**run_config.get("best_validation", {}), "tuned_f1_50": f1,
                                          "tuned_dice": dice}
+        scoring, run_config["score_calibration_fit"] = calibrate_scores(Segmenter(net, run_config, out), val_items)
+        run_config["postprocess"].update(scoring)
     run_config.update(stop_reason=stop_reason, steps=loop.state["step"],
                       train_seconds=round(time.monotonic() - loop.start, 1))
     write_json(out / "config.json", run_config)

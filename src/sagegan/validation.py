@@ -14,9 +14,10 @@ from typing import Sequence
 import numpy as np
 
 from .data import PreparedImage
-from .infer import default_min_area, instances_from_maps, predict_maps
+from .infer import (calibrated_scores, default_min_area, instances_from_maps, particle_scores,
+                    predict_maps)
 from .io import Sample
-from .metrics import evaluate_pair
+from .metrics import evaluate_pair, match_instances
 from .runs import MIN_AREA_FRACTION, Segmenter
 
 
@@ -83,3 +84,59 @@ def tune_postprocess(seg: Segmenter, val: Sequence[PreparedImage]) -> tuple[dict
     scores = validate(seg, val, [(fg, sd, fraction) for fraction in (0.05, 0.1, 0.2, 0.3, 0.5)])
     (fg, sd, fraction), best = max(scores.items(), key=lambda kv: kv[1][0])
     return {"fg_threshold": fg, "seed_threshold": sd, "min_area_fraction": fraction}, best
+
+
+# Score thresholds tried for ``postprocess.min_score``.
+MIN_SCORE_GRID = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
+
+
+def calibrate_scores(seg: Segmenter, val: Sequence[PreparedImage]) -> tuple[dict, dict]:
+    """Calibration curve of the particle score and the score threshold, from validation images.
+
+    Each validation image is segmented at its true zoom with the model's post-processing; every
+    predicted particle gets its raw score (:func:`sagegan.infer.particle_scores`) and a label:
+    matched to a true particle at IoU >= 0.5 or not. An isotonic (monotone) regression of the label
+    on the raw score is the calibration: of the particles scoring about s, a share of about s match.
+    The threshold is the grid value (``MIN_SCORE_GRID``) that maximises the mean F1@0.5.
+
+    Returns the ``postprocess`` additions (``score_calibration``, ``min_score``) and a record of
+    the fit (particles, F1 with and without the threshold).
+    """
+    from scipy.optimize import isotonic_regression
+
+    seg.net.eval()
+    post = seg.postprocess
+    per_image = []
+    for item in val:
+        maps = predict_maps(seg, item.image, item.scale)
+        labels = instances_from_maps(maps["probs"], maps["distance"], post["fg_threshold"], post["seed_threshold"],
+                                     default_min_area(seg.canonical_diameter_px, item.scale, post["min_area_fraction"]))
+        raw = particle_scores(labels, maps["probs"], maps["distance"])
+        matched = np.zeros(raw.size, bool)
+        matched[match_instances(labels, item.labels).pred_ids - 1] = True
+        per_image.append((raw, matched, int(np.count_nonzero(np.unique(item.labels)))))
+    raw_all = np.concatenate([r for r, _, _ in per_image]) if per_image else np.zeros(0)
+    matched_all = np.concatenate([m for _, m, _ in per_image]) if per_image else np.zeros(0, bool)
+    if raw_all.size < 20 or matched_all.all() or not matched_all.any():
+        return {}, {"n_particles": int(raw_all.size), "note": "too few or one-sided particles to calibrate"}
+    order = np.argsort(raw_all, kind="stable")
+    fitted = isotonic_regression(matched_all[order].astype(float), increasing=True).x
+    # A compact curve: the fitted value at 21 raw-score quantiles (np.interp between them).
+    knots = np.unique(np.quantile(raw_all, np.linspace(0, 1, 21)))
+    curve = {"raw": [round(float(k), 4) for k in knots],
+             "calibrated": [round(float(np.interp(k, raw_all[order], fitted)), 4) for k in knots]}
+
+    def mean_f1(threshold: float) -> float:
+        f1s = []
+        for raw, matched, n_true in per_image:
+            keep = calibrated_scores(raw, {"score_calibration": curve}) >= threshold
+            tp, n_pred = int((matched & keep).sum()), int(keep.sum())
+            f1s.append(2 * tp / (n_pred + n_true) if n_pred + n_true else 1.0)
+        return float(np.mean(f1s))
+
+    f1_by_threshold = {t: mean_f1(t) for t in MIN_SCORE_GRID}
+    best = max(f1_by_threshold, key=lambda t: (f1_by_threshold[t], -t))  # ties: the lower threshold
+    return ({"score_calibration": curve, "min_score": best},
+            {"n_particles": int(raw_all.size), "matched_share": round(float(matched_all.mean()), 4),
+             "f1_50_without_threshold": round(f1_by_threshold[0.0], 4),
+             "f1_50_with_threshold": round(f1_by_threshold[best], 4)})
