@@ -101,10 +101,10 @@ def test_calibrated_lengths_are_px_lengths_times_pixel_size():
     nm = analyze_image(labels, nm_per_px=0.37).summary
     pairs = [k for k in SUMMARY_KEYS if "_px" in k and nm_key(k) in SUMMARY_KEYS
              and k != "ecd_px_lognormal_mu" and k != "ecd_px_lognormal_sigma"]
-    assert len(pairs) == 10
+    assert len(pairs) == 12
     for key in pairs:
         assert nm[key] == px[key], key  # px values do not depend on the calibration
-        assert nm[nm_key(key)] == pytest.approx(px[key] * 0.37, rel=1e-12), key
+        assert nm[nm_key(key)] == pytest.approx(np.multiply(px[key], 0.37), rel=1e-12), key
     assert nm["ecd_nm_lognormal_mu"] == pytest.approx(px["ecd_px_lognormal_mu"] + math.log(0.37))
     assert nm["ecd_nm_lognormal_sigma"] == pytest.approx(px["ecd_px_lognormal_sigma"])
     assert nm["nm_per_px"] == 0.37
@@ -181,3 +181,37 @@ def test_particles_table_puts_image_and_measurements_first():
     assert table["image"].tolist() == ["a"] * 16 + ["b"]
     assert table["ecd_nm"].iloc[:16].notna().all() and np.isnan(table["ecd_nm"].iloc[16])
     assert list(particles_table({}).columns) == ["image", *MEASURE_COLUMNS]
+
+
+# ---------------------------------------------------------------------------- verdict, intervals, notes
+def test_summaries_carry_the_order_verdict_and_95_percent_intervals():
+    hexa = analyze_image(hex_disc_labels(), nm_per_px=2.0).summary
+    square = analyze_image(square_disc_labels()).summary
+    assert hexa["order_verdict"] == "ordered hexagonal" and square["order_verdict"] == "ordered square"
+    for s in (hexa, square):
+        for key in ("n_particles", "ecd_px_mean", "ecd_px_d50"):
+            lo, hi = s[f"{key}_ci95"]
+            assert lo <= s[key] <= hi, key
+    assert hexa["ecd_nm_mean_ci95"] == pytest.approx([2.0 * v for v in hexa["ecd_px_mean_ci95"]])
+    assert square["ecd_nm_d50_ci95"] is None
+    assert analyze_image(one_particle_labels()).summary["order_verdict"] is None
+
+    batch = summarize_batch({"h": analyze_image(hex_disc_labels()), "s": analyze_image(square_disc_labels())})
+    assert batch["order_verdict"] == "ordered hexagonal"  # more particles with a full shell
+    assert batch["n_particles_per_image_mean"] == pytest.approx(batch["n_particles"] / 2)
+    lo, hi = batch["n_particles_ci95"]
+    assert lo <= batch["n_particles"] <= hi
+    lo, hi = batch["ecd_px_mean_ci95"]
+    assert lo <= batch["ecd_px_mean"] <= hi
+    assert batch["ecd_nm_mean_ci95"] is None
+    assert json_ready(batch)["ecd_px_d50_ci95"] == list(batch["ecd_px_d50_ci95"])
+
+
+def test_small_particles_are_flagged_as_unreliable():
+    big = analyze_image(square_disc_labels()).summary  # discs of radius 5 px: ECD about 11 px
+    small = analyze_image(square_disc_labels(spacing=8, radius=2)).summary  # ECD about 4.5 px
+    assert small["ecd_px_d50"] < 8 < big["ecd_px_d50"]
+    assert any("sizes are unreliable" in note for note in small["notes"])
+    assert not any("unreliable" in note for note in big["notes"])
+    batch = summarize_batch({"a": analyze_image(square_disc_labels(spacing=8, radius=2))})
+    assert any("sizes are unreliable" in note for note in batch["notes"])

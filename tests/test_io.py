@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from sagegan.io import (InputError, find_pairs, load_pairs, read_mask, read_micrograph, read_split,
-                        unit_to_nm, write_labels)
+from sagegan.io import (InputError, find_pairs, load_pairs, read_labelled_image, read_mask, read_micrograph,
+                        read_pixel_size, read_split, unit_to_nm, write_labels)
 
 
 def _ramp(h=32, w=40):
@@ -556,3 +556,23 @@ def test_label_tiffs_with_odd_imagej_units_read_as_masks(tmp_path):
         with warnings.catch_warnings():
             warnings.simplefilter("error", InputWarning)  # masks never read calibration
             np.testing.assert_array_equal(read_mask(tmp_path / f"l{i}.tif"), labels)
+
+
+@pytest.mark.parametrize("top", [7, 70000])  # uint16 (ImageJ tags) and uint32 (plain TIFF tags)
+def test_write_labels_records_the_pixel_size(tmp_path, top):
+    labels = np.zeros((300, 300), np.int64)
+    labels[10:20, 10:20], labels[30:40, 30:40] = 1, top
+    write_labels(tmp_path / "l.tif", labels, nm_per_px=2.5)
+    assert read_pixel_size(tmp_path / "l.tif") == pytest.approx(2.5, rel=1e-6)
+    np.testing.assert_array_equal(read_mask(tmp_path / "l.tif", kind="labels"), labels)
+    loaded = read_labelled_image(tmp_path / "l.tif")
+    assert loaded.nm_per_px == pytest.approx(2.5, rel=1e-6) and loaded.nm_per_px_source == "labels file"
+    if top < 65536:  # ImageJ reads the calibration from these tags
+        with tifffile.TiffFile(tmp_path / "l.tif") as tif:
+            assert tif.imagej_metadata["unit"] == "nm"
+        assert read_micrograph(tmp_path / "l.tif").nm_per_px == pytest.approx(2.5, rel=1e-6)
+    write_labels(tmp_path / "plain.tif", labels)  # default: no calibration
+    assert read_pixel_size(tmp_path / "plain.tif") is None
+    assert read_labelled_image(tmp_path / "plain.tif").nm_per_px is None
+    with pytest.raises(ValueError, match="nm_per_px"):
+        write_labels(tmp_path / "bad.tif", labels, nm_per_px=0.0)

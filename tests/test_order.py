@@ -294,3 +294,24 @@ def test_docstring_examples():
 
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+# --------------------------------------------------------------------------- verdict
+def test_order_verdict_of_perfect_and_random_arrays(hexagonal):
+    assert order.order_verdict(order.summarize_order(hexagonal, SHAPE)) == "ordered hexagonal"
+    square = lattice(kind="square", angle_deg=11.0, offset=(2.1, 4.3))
+    assert order.order_verdict(order.summarize_order(square, SHAPE)) == "ordered square"
+    xy = np.random.default_rng(3).uniform(0, 400, (400, 2))
+    assert order.order_verdict(order.summarize_order(xy, SHAPE)) == "disordered"
+
+
+def test_order_verdict_thresholds_and_too_few_particles():
+    s = {"psi6_local_mean": 0.65, "psi4_local_mean": 0.3, "n_valid": 40}
+    assert order.order_verdict(s) == "partially ordered"
+    assert order.order_verdict(s, ordered_min=0.6, partial_min=0.5) == "ordered hexagonal"
+    assert order.order_verdict({**s, "n_valid": 2}) is None  # too few to call
+    assert order.order_verdict({"psi6_local_mean": 0.2, "psi4_local_mean": 0.3, "n_particles_order": 9}) == "disordered"
+    assert order.order_verdict(order.summarize_order(np.zeros((0, 2)), SHAPE)) is None
+    assert set(order.ORDER_VERDICTS) == {"ordered hexagonal", "ordered square", "partially ordered", "disordered"}
+    with pytest.raises(ValueError, match="partial_min"):
+        order.order_verdict(s, ordered_min=0.5, partial_min=0.6)

@@ -4,7 +4,8 @@ import pytest
 from skimage.draw import disk, ellipse, polygon
 from skimage.measure import regionprops
 
-from sagegan.particles import MEASURE_COLUMNS, NM_COLUMNS, feret_diameters, measure, size_distribution
+from sagegan.particles import (MEASURE_COLUMNS, NM_COLUMNS, bootstrap_ci, feret_diameters, measure, poisson_ci,
+                               size_distribution)
 
 
 def _rect(shape=(40, 60), rows=(10, 20), cols=(10, 40), value=1):
@@ -224,3 +225,31 @@ def test_docstring_examples():
 
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+# --------------------------------------------------------------------------- uncertainty
+def test_bootstrap_interval_contains_the_estimate_and_shrinks_with_more_particles():
+    rng = np.random.default_rng(7)
+    few, many = rng.lognormal(3, 0.2, 40), rng.lognormal(3, 0.2, 4000)
+    for stat, fn in (("mean", np.mean), ("median", np.median)):
+        lo_few, hi_few = bootstrap_ci(few, stat)
+        lo_many, hi_many = bootstrap_ci(many, stat)
+        assert lo_few <= fn(few) <= hi_few and lo_many <= fn(many) <= hi_many
+        assert hi_many - lo_many < 0.3 * (hi_few - lo_few)
+    assert bootstrap_ci(few) == bootstrap_ci(few)  # seeded: reproducible
+    assert all(np.isnan(bootstrap_ci([3.0])))
+
+
+def test_two_stage_bootstrap_widens_with_differences_between_groups():
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.normal(10, 1, 200), rng.normal(20, 1, 200)])
+    groups = np.repeat([0, 1], 200)
+    lo, hi = bootstrap_ci(values, groups=groups)
+    lo_p, hi_p = bootstrap_ci(values)
+    assert lo <= values.mean() <= hi and hi - lo > 5 * (hi_p - lo_p)
+
+
+def test_poisson_interval():
+    lo, hi = poisson_ci(100)
+    assert lo < 100 < hi and hi - lo == pytest.approx(2 * 1.96 * 10, rel=0.05)
+    assert poisson_ci(0)[0] == 0.0 and poisson_ci(0)[1] == pytest.approx(3.689, abs=1e-3)

@@ -145,3 +145,16 @@ def test_segmentation_overlay_resizes_for_display():
     assert coloured.shape == (40, 40, 3)
     assert tuple(coloured[0, 0]) == (31, 31, 31)  # dark background
     assert tuple(coloured[10, 10]) != tuple(coloured[25, 25])  # one colour per particle
+
+
+def test_overlay_ids_are_drawn_at_the_centroids_only_when_asked():
+    labels = np.zeros((60, 60), np.int32)
+    labels[5:35, 5:35] = 12
+    labels[40:58, 40:58] = 3
+    plain, named = overlay_outlines(ramp((60, 60)), labels), overlay_outlines(ramp((60, 60)), labels, ids=True)
+    assert named.shape == plain.shape and named.dtype == plain.dtype == np.uint8
+    assert (named[15:25, 12:28] != plain[15:25, 12:28]).any()  # "12" around the centroid (19.5, 19.5)
+    assert (named[45:54, 44:54] != plain[45:54, 44:54]).any()
+    assert (named[:4] == plain[:4]).all()  # far from every centroid nothing changes
+    tiny = np.kron(np.arange(1, 101).reshape(10, 10), np.ones((4, 4), np.int32))  # 4 px particles
+    assert (overlay_outlines(ramp((40, 40)), tiny, ids=True) == overlay_outlines(ramp((40, 40)), tiny)).all()

@@ -140,13 +140,28 @@ def test_report_run_uses_the_micrograph_pixel_size_and_keeps_uncalibrated_nm_nul
     assert summary["batch"]["n_images_calibrated"] == 1
 
 
+def test_report_run_gives_intervals_and_the_order_verdict(report_run):
+    _, out, summary = report_run
+    hexa, batch = summary["images"]["hex"], summary["batch"]
+    assert hexa["order_verdict"] == batch["order_verdict"] == "ordered hexagonal"
+    assert summary["images"]["single"]["order_verdict"] is None
+    for part in (hexa, batch):
+        for key in ("n_particles", "ecd_px_mean", "ecd_px_d50", "ecd_nm_mean", "ecd_nm_d50"):
+            lo, hi = part[f"{key}_ci95"]
+            assert lo <= part[key] <= hi, key
+    page = (out / "report.html").read_text(encoding="utf-8")
+    lo, hi = hexa["ecd_nm_mean_ci95"]
+    assert f"{format_value(hexa['ecd_nm_mean'])} [{format_value(lo)}, {format_value(hi)}]" in page
+    assert "<td>Order verdict</td><td>ordered hexagonal</td>" in page
+
+
 def test_uncalibrated_run_writes_null_nm_fields(tmp_path):
     write_labels(tmp_path / "lab" / "a_labels.tif", grid_labels())
     summary = analyze_labels(tmp_path / "lab" / "a_labels.tif", tmp_path / "out", max_image_sections=0)
     written = strict_json(tmp_path / "out" / "summary.json")
     nm_keys = [k for k in SUMMARY_KEYS if "_nm" in k]
     for part in (written["batch"], written["images"]["a"]):
-        assert len(nm_keys) == 12 and all(part[k] is None for k in nm_keys)
+        assert len(nm_keys) == 14 and all(part[k] is None for k in nm_keys)
         assert part["n_particles"] == 36 and part["nm_per_px"] is None
         assert part["ecd_px_mean"] == pytest.approx(SQUARE_ECD)
     assert written == summary

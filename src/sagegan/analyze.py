@@ -29,7 +29,7 @@ import pandas as pd
 from scipy.spatial import cKDTree
 
 from . import order as _order
-from .particles import MEASURE_COLUMNS, NM_COLUMNS, measure, size_distribution
+from .particles import MEASURE_COLUMNS, NM_COLUMNS, bootstrap_ci, measure, poisson_ci, size_distribution
 
 __all__ = [
     "ImageAnalysis",
@@ -42,20 +42,22 @@ __all__ = [
 
 #: Keys every summary dict (per image and pooled) has, in order.
 SUMMARY_KEYS = (
-    "n_particles",
+    "n_particles", "n_particles_ci95",
     "n_particles_sized",
     "size_stats_exclude_border",
     "nm_per_px",
     "ecd_px_mean", "ecd_px_sd", "ecd_px_d10", "ecd_px_d50", "ecd_px_d90",
     "ecd_px_lognormal_mu", "ecd_px_lognormal_sigma", "ecd_px_lognormal_median",
+    "ecd_px_mean_ci95", "ecd_px_d50_ci95",
     "ecd_nm_mean", "ecd_nm_sd", "ecd_nm_d10", "ecd_nm_d50", "ecd_nm_d90",
     "ecd_nm_lognormal_mu", "ecd_nm_lognormal_sigma", "ecd_nm_lognormal_median",
+    "ecd_nm_mean_ci95", "ecd_nm_d50_ci95",
     "aspect_ratio_mean", "circularity_mean",
     "n_particles_order",
     "nn_distance_px_mean", "nn_distance_px_sd", "nn_distance_nm_mean", "nn_distance_nm_sd",
     "coordination_mean",
     "psi4_global", "psi6_global", "psi4_local_mean", "psi6_local_mean",
-    "lattice_type",
+    "lattice_type", "order_verdict",
     "lattice_constant_px", "lattice_constant_nm",
     "lattice_constant_fft_px", "lattice_constant_fft_nm",
     "n_fivefold", "n_sevenfold", "n_domains",
@@ -68,7 +70,11 @@ _LENGTH_KEYS = tuple(f"ecd_px_{s}" for s in _SIZE_STATS) + (
     "ecd_px_lognormal_median", "nn_distance_px_mean", "nn_distance_px_sd",
     "lattice_constant_px", "lattice_constant_fft_px",
 )
+#: Summary values that are 95 % intervals ``[lo, hi]`` of px lengths, each with its nm twin.
+_CI_KEYS = ("ecd_px_mean_ci95", "ecd_px_d50_ci95")
 _NAN = float("nan")
+#: Below this median ECD, px, a particle spans too few pixels for its size to be trusted.
+MIN_RELIABLE_ECD_PX = 8.0
 
 
 def nm_key(px_key: str) -> str:
@@ -170,10 +176,19 @@ def _size_summary(stats: Mapping[str, Any], prefix: str) -> dict:
     return out
 
 
+def _size_intervals(ecd, groups=None, prefix: str = "ecd_px") -> dict:
+    """Bootstrap 95 % intervals of the mean and the median (D50) of ``ecd`` (see
+    :func:`sagegan.particles.bootstrap_ci`; two-stage over ``groups`` when given)."""
+    return {f"{prefix}_mean_ci95": list(bootstrap_ci(ecd, "mean", groups)),
+            f"{prefix}_d50_ci95": list(bootstrap_ci(ecd, "median", groups))}
+
+
 def _with_nm_values(summary: dict, nm_per_px: float | None) -> dict:
     """Fill the ``_nm`` twins of the px lengths: scaled, or None without a pixel size."""
     for key in _LENGTH_KEYS:
         summary[nm_key(key)] = None if nm_per_px is None else summary[key] * nm_per_px
+    for key in _CI_KEYS:
+        summary[nm_key(key)] = None if nm_per_px is None else [v * nm_per_px for v in summary[key]]
     mu = summary["ecd_px_lognormal_mu"]
     if nm_per_px is None:
         summary["ecd_nm_lognormal_mu"] = summary["ecd_nm_lognormal_sigma"] = None
@@ -183,7 +198,17 @@ def _with_nm_values(summary: dict, nm_per_px: float | None) -> dict:
     return summary
 
 
-def _notes(n: int, n_sized: int, n_order: int, nm_per_px: float | None) -> list[str]:
+def _small_particles_note(d50_px: float) -> list[str]:
+    """The warning for particles too small in the image to be sized (none when they are not)."""
+    if not d50_px < MIN_RELIABLE_ECD_PX:  # also no note for NaN (no sized particles)
+        return []
+    return [f"The median particle spans only {d50_px:.1f} px (ECD D50, under {MIN_RELIABLE_ECD_PX:g} "
+            "px): sizes are unreliable, since pixelation and outline errors dominate; use a higher "
+            "magnification to size them."]
+
+
+def _notes(n: int, n_sized: int, n_order: int, nm_per_px: float | None,
+           d50_px: float = _NAN) -> list[str]:
     notes = []
     if n == 0:
         notes.append("No particles: nothing to measure.")
@@ -198,6 +223,7 @@ def _notes(n: int, n_sized: int, n_order: int, nm_per_px: float | None) -> list[
     elif 0 < n_sized < 5:
         notes.append(f"Only {n_sized} particle(s) away from the border: size statistics are "
                      "rough.")
+    notes += _small_particles_note(d50_px)
     if nm_per_px is None and n > 0:
         notes.append("Pixel size unknown: lengths in px only (give the pixel size, e.g. "
                      "--nm-per-px, for nm).")
@@ -226,15 +252,22 @@ def analyze_image(labels, image=None, nm_per_px=None) -> ImageAnalysis:
         ``ecd_{px,nm}_{mean,sd,d10,d50,d90}`` (equivalent circular diameter; D10/D50/D90 are
         number-weighted percentiles); ``ecd_{px,nm}_lognormal_{mu,sigma,median}`` (maximum-
         likelihood log-normal fit; ``mu`` and ``sigma`` of ``ln(ECD)``, median ``exp(mu)``);
+        ``ecd_{px,nm}_{mean,d50}_ci95`` (``[lo, hi]``, 95 % percentile-bootstrap interval over
+        the sized particles, 1000 resamples with a fixed seed, so reruns agree);
+        ``n_particles_ci95`` (exact Poisson 95 % interval of the count: the expected number of
+        particles in a field of view of this size);
         ``aspect_ratio_mean``, ``circularity_mean`` (same particles); ``n_particles_order``
         (particles with a complete neighbour shell); ``nn_distance_{px,nm}_{mean,sd}`` (over the
         defined ``nn_distance_px`` values of ``particles``);
         ``coordination_mean``; ``psi4_global``, ``psi6_global``, ``psi4_local_mean``,
         ``psi6_local_mean``; ``lattice_type`` (``"hex"`` or ``"square"``, whichever local
         order is higher; None without order statistics; meaningful only when that order is
-        high); ``lattice_constant_{px,nm}`` (first g(r) peak),
+        high); ``order_verdict`` (:func:`sagegan.order.order_verdict`: ``"ordered hexagonal"``,
+        ``"ordered square"``, ``"partially ordered"`` or ``"disordered"``; None with too few
+        particles with a complete neighbour shell); ``lattice_constant_{px,nm}`` (first g(r) peak),
         ``lattice_constant_fft_{px,nm}``; ``n_fivefold``, ``n_sevenfold``, ``n_domains``;
-        ``notes`` (plain-language warnings: no particles, one particle, uncalibrated, ...).
+        ``notes`` (plain-language warnings: no particles, one particle, uncalibrated,
+        particles too small to size, ...).
 
     Example
     -------
@@ -303,10 +336,12 @@ def _image_summary(particles: pd.DataFrame, order_summary: Mapping[str, Any],
     n_order = int(order_summary["n_valid"])
     summary: dict[str, Any] = {
         "n_particles": n,
+        "n_particles_ci95": list(poisson_ci(n)),
         "n_particles_sized": int(size_stats["n"]),
         "size_stats_exclude_border": True,
         "nm_per_px": scale,
         **_size_summary(size_stats, "ecd_px"),
+        **_size_intervals(sized["ecd_px"].to_numpy(dtype=float)),
         "aspect_ratio_mean": _mean_or_nan(sized["aspect_ratio"]),
         "circularity_mean": _mean_or_nan(sized["circularity"]),
         "n_particles_order": n_order,
@@ -318,12 +353,13 @@ def _image_summary(particles: pd.DataFrame, order_summary: Mapping[str, Any],
         "psi4_local_mean": float(order_summary["psi4_local_mean"]),
         "psi6_local_mean": float(order_summary["psi6_local_mean"]),
         "lattice_type": _lattice_type(order_summary),
+        "order_verdict": _order.order_verdict(order_summary),
         "lattice_constant_px": float(order_summary["lattice_constant_px"]),
         "lattice_constant_fft_px": float(order_summary["lattice_constant_fft_px"]),
         "n_fivefold": int(order_summary["n_fivefold"]),
         "n_sevenfold": int(order_summary["n_sevenfold"]),
         "n_domains": int(order_summary["n_domains"]),
-        "notes": _notes(n, int(size_stats["n"]), n_order, scale),
+        "notes": _notes(n, int(size_stats["n"]), n_order, scale, float(size_stats["d50"])),
     }
     _with_nm_values(summary, scale)
     return {key: summary[key] for key in SUMMARY_KEYS}
@@ -343,7 +379,15 @@ def summarize_batch(analyses: Mapping[str, ImageAnalysis]) -> dict:
     nearest-neighbour distances over all valid particles. Order descriptors cannot be pooled
     particle by particle (each image has its own lattice orientation), so ``psi*``,
     ``coordination_mean`` and the lattice constants are per-image values averaged with weights
-    ``n_particles_order``; counts are summed.
+    ``n_particles_order``; counts are summed. ``order_verdict`` is the per-image verdict held by
+    the most particles with a complete neighbour shell (images without a verdict left out; a tie
+    goes to the less ordered verdict).
+
+    The 95 % intervals treat the images as a sample of fields of view: the size intervals
+    (``ecd_*_{mean,d50}_ci95``) come from a two-stage bootstrap (images resampled, then particles
+    within each drawn image), so that differences between images widen them; the count interval
+    ``n_particles_ci95`` is ``n_images`` times the bootstrap interval over images of the mean
+    count per image (``n_particles_per_image_ci95``), or the Poisson interval for one image.
 
     Parameters
     ----------
@@ -352,9 +396,10 @@ def summarize_batch(analyses: Mapping[str, ImageAnalysis]) -> dict:
     Returns
     -------
     dict
-        The keys of :data:`SUMMARY_KEYS` plus ``n_images``, ``n_images_calibrated`` and
-        ``order_pooling``. ``nm_per_px`` is the common pixel size, or None when the images
-        differ or none is calibrated; nm values are None when no image is calibrated.
+        The keys of :data:`SUMMARY_KEYS` plus ``n_images``, ``n_images_calibrated``,
+        ``n_particles_per_image_mean``, ``n_particles_per_image_ci95`` and ``order_pooling``.
+        ``nm_per_px`` is the common pixel size, or None when the images differ or none is
+        calibrated; nm values are None when no image is calibrated.
 
     Example
     -------
@@ -368,7 +413,11 @@ def summarize_batch(analyses: Mapping[str, ImageAnalysis]) -> dict:
     all_particles = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
         {"ecd_px": [], "touches_border": []})
     px_stats = size_distribution(all_particles, column="ecd_px", exclude_border=True)
-    sized = all_particles[~all_particles["touches_border"].astype(bool)]
+    image_index = np.repeat(np.arange(len(frames)), [len(f) for f in frames])
+    border = all_particles["touches_border"].to_numpy(bool)
+    sized = all_particles[~border]
+    counts = np.array([a.summary["n_particles"] for a in items], dtype=float)
+    per_image_ci = list(bootstrap_ci(counts, "mean")) if len(items) > 1 else [_NAN, _NAN]
     nn_px = np.concatenate([a.particles["nn_distance_px"].to_numpy(float) for a in items] or [np.zeros(0)])
     nn_px = nn_px[np.isfinite(nn_px)]
     n_order = int(sum(a.summary["n_particles_order"] for a in items))
@@ -376,10 +425,12 @@ def summarize_batch(analyses: Mapping[str, ImageAnalysis]) -> dict:
     scales = {a.nm_per_px for a in items}
     summary: dict[str, Any] = {
         "n_particles": int(sum(a.summary["n_particles"] for a in items)),
+        "n_particles_ci95": _batch_count_interval(counts, per_image_ci),
         "n_particles_sized": int(px_stats["n"]),
         "size_stats_exclude_border": True,
         "nm_per_px": scales.pop() if len(scales) == 1 else None,
         **_size_summary(px_stats, "ecd_px"),
+        **_size_intervals(sized["ecd_px"].to_numpy(dtype=float), image_index[~border]),
         "aspect_ratio_mean": _mean_or_nan(sized["aspect_ratio"]) if len(sized) else _NAN,
         "circularity_mean": _mean_or_nan(sized["circularity"]) if len(sized) else _NAN,
         "n_particles_order": n_order,
@@ -391,6 +442,7 @@ def summarize_batch(analyses: Mapping[str, ImageAnalysis]) -> dict:
         "psi4_local_mean": _pooled(items, "psi4_local_mean"),
         "psi6_local_mean": _pooled(items, "psi6_local_mean"),
         "lattice_type": types.pop() if len(types) == 1 else ("mixed" if types else None),
+        "order_verdict": _batch_verdict(items),
         "lattice_constant_px": _pooled(items, "lattice_constant_px"),
         "lattice_constant_fft_px": _pooled(items, "lattice_constant_fft_px"),
         "n_fivefold": int(sum(a.summary["n_fivefold"] for a in items)),
@@ -401,8 +453,30 @@ def summarize_batch(analyses: Mapping[str, ImageAnalysis]) -> dict:
     summary["notes"] = _batch_notes(items, calibrated, summary)
     summary = {key: summary[key] for key in SUMMARY_KEYS}
     summary.update(n_images=len(items), n_images_calibrated=len(calibrated),
+                   n_particles_per_image_mean=float(counts.mean()) if len(items) else _NAN,
+                   n_particles_per_image_ci95=per_image_ci,
                    order_pooling="per-image values averaged, weighted by n_particles_order")
     return summary
+
+
+def _batch_count_interval(counts: np.ndarray, per_image_ci: Sequence[float]) -> list[float]:
+    """95 % interval of the total count: images times the per-image interval; Poisson for one."""
+    if len(counts) > 1:
+        return [v * len(counts) for v in per_image_ci]
+    return list(poisson_ci(int(counts.sum()))) if len(counts) else [_NAN, _NAN]
+
+
+def _batch_verdict(items: Sequence[ImageAnalysis]) -> str | None:
+    """The per-image order verdict held by the most particles with a complete neighbour shell."""
+    weight: dict[str, int] = {}
+    for a in items:
+        verdict = a.summary["order_verdict"]
+        if verdict is not None:
+            weight[verdict] = weight.get(verdict, 0) + int(a.summary["n_particles_order"])
+    if not weight:
+        return None
+    # ties go to the less ordered verdict: the later one in ORDER_VERDICTS
+    return max(weight, key=lambda v: (weight[v], _order.ORDER_VERDICTS.index(v)))
 
 
 def _pooled(among: Sequence[ImageAnalysis], key: str) -> float:
@@ -414,11 +488,15 @@ def _pooled(among: Sequence[ImageAnalysis], key: str) -> float:
 def _pooled_nm_values(calibrated: Sequence[ImageAnalysis]) -> dict:
     """The pooled ``_nm`` values over the calibrated images; None for all without any."""
     if not calibrated:
-        values: dict[str, Any] = {nm_key(key): None for key in _LENGTH_KEYS}
+        values: dict[str, Any] = {nm_key(key): None for key in _LENGTH_KEYS + _CI_KEYS}
         values["ecd_nm_lognormal_mu"] = values["ecd_nm_lognormal_sigma"] = None
         return values
     nm_particles = pd.concat([a.particles for a in calibrated], ignore_index=True)
     values = _size_summary(size_distribution(nm_particles, column="ecd_nm", exclude_border=True), "ecd_nm")
+    inner = ~nm_particles["touches_border"].to_numpy(bool)
+    image_index = np.repeat(np.arange(len(calibrated)), [len(a.particles) for a in calibrated])
+    values.update(_size_intervals(nm_particles["ecd_nm"].to_numpy(dtype=float)[inner], image_index[inner],
+                                  prefix="ecd_nm"))
     nn_nm = np.concatenate([a.particles["nn_distance_nm"].to_numpy(float) for a in calibrated])
     nn_nm = nn_nm[np.isfinite(nn_nm)]
     values["nn_distance_nm_mean"] = float(nn_nm.mean()) if nn_nm.size else _NAN
@@ -443,7 +521,7 @@ def _batch_notes(items: Sequence[ImageAnalysis], calibrated: Sequence[ImageAnaly
     if summary["nm_per_px"] is None and len({a.nm_per_px for a in calibrated}) > 1:
         notes.append("Images have different pixel sizes: pooled px values mix magnifications; "
                      "compare nm values.")
-    return notes
+    return notes + _small_particles_note(summary["ecd_px_d50"])
 
 
 def particles_table(analyses: Mapping[str, ImageAnalysis]) -> pd.DataFrame:

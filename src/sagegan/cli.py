@@ -124,6 +124,8 @@ def train_seg(
     out: Path = typer.Option(..., "--out", help="RUN folder to write."),
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Hard time budget."),
     epochs: int = typer.Option(1000, "--epochs", min=1, help="Epochs (one patch per image each)."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Stop after this many steps "
+                                            "(a fixed amount of training, whatever the machine's load)."),
     seed: int = SEED,
     init: Optional[str] = typer.Option(None, "--init", help="general | RUN: start from this model's weights, "
                                        "architecture, canonical scale and post-processing (fine-tuning)."),
@@ -166,7 +168,7 @@ def train_seg(
     cfg = SegTrainConfig(arch=arch, loss=loss, widths=_int_list(widths, "--widths"), norm=norm,
                          dropout=dropout, bottleneck_attention=bottleneck_attention,
                          canonical_diameter_px=diameter if scale == "canonical" else None,
-                         patch_size=patch_size, batch_size=batch_size, lr=lr, epochs=epochs,
+                         patch_size=patch_size, batch_size=batch_size, lr=lr, epochs=epochs, max_steps=max_steps,
                          max_minutes=max_minutes, val_every=val_every, val_max_images=val_max_images,
                          seed=seed, device=device,
                          augment=Augment(scale_jitter=scale_jitter, invert_prob=invert_prob, gradient=gradient))

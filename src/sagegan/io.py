@@ -12,7 +12,9 @@ command line prints each as ``sagegan: warning: <message>``; a Python caller see
 warnings (``warnings.simplefilter("error", InputWarning)`` turns them into errors).
 
 Masks are read as they were drawn (:func:`read_mask`, :func:`guess_mask_kind`): the content
-decides whether a mask is binary or a label map, and calibration is never read from masks.
+decides whether a mask is binary or a label map, and :func:`read_mask` reads no calibration.
+Label files carry their pixel size as TIFF resolution tags (:func:`write_labels`), which
+:func:`read_pixel_size` and so :func:`read_labelled_image` pick up.
 """
 
 from __future__ import annotations
@@ -241,6 +243,58 @@ def _tiff_pixel_size(tif: Any, path: Path) -> tuple[float | None, dict[str, Any]
                 meta["pixel_size_source"] = "ImageJ resolution"
             return nm, meta
     return None, meta
+
+
+# TIFF ResolutionUnit codes with a length (3 is the standard's centimetre; tifffile knows 4 and 5)
+_NM_PER_RESOLUTION_UNIT = {3: 1e7, 4: 1e6, 5: 1e3}
+
+
+def _plain_resolution_nm(page: Any) -> float | None:
+    """Pixel size from plain TIFF resolution tags in pixels per cm (mm, µm), or None.
+
+    Inch resolutions are print settings (72 or 300 dpi), not calibrations, and are ignored, and
+    so are sizes outside :data:`PLAUSIBLE_NM_PER_PX`, which are print settings in cm.
+    """
+    tags = page.tags
+    if "XResolution" not in tags or "ResolutionUnit" not in tags:
+        return None
+    per_unit = _NM_PER_RESOLUTION_UNIT.get(int(tags["ResolutionUnit"].value))
+    num, den = tags["XResolution"].value
+    if per_unit is None or not num > 0 or not den > 0:
+        return None
+    nm = per_unit * den / num
+    lo, hi = PLAUSIBLE_NM_PER_PX
+    return nm if lo <= nm <= hi else None
+
+
+def read_pixel_size(path: str | Path) -> float | None:
+    """The pixel size, in nm, that a TIFF file records; None for other files or none recorded.
+
+    Reads the tags :func:`read_micrograph` reads (Zeiss CZ_SEM, ImageJ resolution with a length
+    unit) and, failing those, plain TIFF resolution in pixels per centimetre, as
+    :func:`write_labels` writes it for label files the ImageJ format cannot hold (uint32).
+    The pixels are not decoded.
+
+    Example
+    -------
+    >>> write_labels("l.tif", np.ones((8, 8), np.uint16), nm_per_px=2.5)  # doctest: +SKIP
+    >>> read_pixel_size("l.tif")                                           # doctest: +SKIP
+    2.5
+    """
+    import tifffile
+
+    path = Path(path)
+    _check_file(path)
+    if path.suffix.lower() not in (".tif", ".tiff"):
+        return None
+    try:
+        with tifffile.TiffFile(path) as tif:
+            nm, _ = _tiff_pixel_size(tif, path)
+            if nm is None and not tif.imagej_metadata:
+                nm = _plain_resolution_nm(tif.pages[0])
+    except Exception as exc:  # tifffile raises many types for damaged files
+        raise InputError(f"{path}: cannot read as TIFF ({_short(exc)})") from None
+    return nm
 
 
 def _read_tiff(path: Path, pixel_size: bool = True) -> tuple[np.ndarray, float | None, dict[str, Any]]:
@@ -731,16 +785,37 @@ def read_json(path: str | Path) -> Any:
         raise InputError(f"{path}: not valid JSON ({exc})") from None
 
 
-def write_labels(path: str | Path, labels: np.ndarray) -> Path:
-    """Write an instance-label map as a compressed TIFF: uint16, or uint32 above 65535 ids."""
+def write_labels(path: str | Path, labels: np.ndarray, nm_per_px: float | None = None) -> Path:
+    """Write an instance-label map as a compressed TIFF: uint16, or uint32 above 65535 ids.
+
+    Parameters
+    ----------
+    path : output file.
+    labels : (H, W) integer or bool array, 0 = background.
+    nm_per_px : pixel size to record. uint16 files get ImageJ resolution tags in nm (ImageJ and
+        Fiji show the calibration; :func:`read_micrograph` reads it too); uint32 files, which
+        the ImageJ format cannot hold, get plain TIFF resolution in pixels per centimetre.
+        :func:`read_pixel_size` (and so :func:`read_labelled_image`) reads both back. None
+        writes no calibration.
+    """
     import tifffile
 
     labels = np.asarray(labels)
     if labels.ndim != 2 or labels.dtype.kind not in "uib":
         raise ValueError(f"labels must be a 2-D integer array, got {labels.dtype} {labels.shape}")
+    if nm_per_px is not None and not (nm_per_px > 0 and math.isfinite(nm_per_px)):
+        raise ValueError(f"nm_per_px must be a positive number, got {nm_per_px}")
     top = int(labels.max()) if labels.size else 0
     dtype = np.uint16 if top <= np.iinfo(np.uint16).max else np.uint32
-    return atomic_write(path, lambda tmp: tifffile.imwrite(tmp, labels.astype(dtype), compression="zlib"))
+    options: dict[str, Any] = {}
+    if nm_per_px is not None and dtype == np.uint16:
+        px_per_nm = 1.0 / float(nm_per_px)
+        options = {"imagej": True, "resolution": (px_per_nm, px_per_nm), "metadata": {"unit": "nm"}}
+    elif nm_per_px is not None:
+        px_per_cm = 1e7 / float(nm_per_px)
+        options = {"resolution": (px_per_cm, px_per_cm), "resolutionunit": "CENTIMETER"}
+    return atomic_write(path, lambda tmp: tifffile.imwrite(tmp, labels.astype(dtype), compression="zlib",
+                                                           **options))
 
 
 def write_image(path: str | Path, image: np.ndarray) -> Path:
@@ -1122,8 +1197,12 @@ def read_labelled_image(path: str | Path, name: str | None = None,
         the suffix, then by the full stem.
     records : :func:`read_segment_records`; used when ``micrographs`` has no match (the recorded
         micrograph, if the file still exists, with its recorded bottom crop) and for the pixel
-        size when neither the argument nor the micrograph gives one.
+        size when neither the argument, the micrograph nor the label file gives one.
     nm_per_px : pixel size that overrides every file.
+
+    The pixel size comes from, in this order: ``nm_per_px``, the micrograph's metadata, the
+    label file's resolution tags (:func:`read_pixel_size`; ``nm_per_px_source`` "labels
+    file"), the record.
     mask_kind : how to read the label image (:func:`read_mask`'s ``kind``); ``"auto"`` refuses
         a micrograph given in place of a label image.
 
@@ -1157,6 +1236,8 @@ def read_labelled_image(path: str | Path, name: str | None = None,
         if not (nm_per_px > 0 and math.isfinite(nm_per_px)):
             raise InputError(f"--nm-per-px must be a positive number, got {nm_per_px}")
         scale, source = float(nm_per_px), "given by the user"
+    elif scale is None and (recorded := read_pixel_size(path)) is not None:
+        scale, source = recorded, "labels file"
     elif scale is None and record.get("nm_per_px"):
         scale, source = float(record["nm_per_px"]), "segment_config.json"
     return LabelledImage(key if name is None else name, path, labels, image, micrograph_file, scale, source)

@@ -1,8 +1,9 @@
 """Spatial order of particle arrays (superlattices, close-packed monolayers).
 
 This module owns the order measurements (neighbours, bond order psi4 / psi6, g(r), lattice
-constants, orientational domains, defects) and the one hex-or-square decision,
-:func:`lattice_type_from_order`, that every other module uses. Pure functions on particle
+constants, orientational domains, defects), the one hex-or-square decision,
+:func:`lattice_type_from_order`, that every other module uses, and the plain-language verdict
+:func:`order_verdict` ("ordered hexagonal", ..., "disordered"). Pure functions on particle
 centroids; no file I/O, no plotting.
 
 Conventions
@@ -46,7 +47,25 @@ __all__ = [
     "psi6_phase_map",
     "defect_counts",
     "summarize_order",
+    "ORDER_VERDICTS",
+    "ORDERED_MIN_PSI",
+    "PARTIAL_MIN_PSI",
+    "VERDICT_MIN_PARTICLES",
+    "order_verdict",
 ]
+
+#: The answers of :func:`order_verdict`, from most to least ordered.
+ORDER_VERDICTS = ("ordered hexagonal", "ordered square", "partially ordered", "disordered")
+# Thresholds of order_verdict on <|psi|> of the better-fitting lattice, chosen on simulated
+# lattices with growing jitter and on the EMPS training images by
+# benchmarks/studies/order_verdict.py (numbers in BENCHMARKS.md): ordered up to about 7 %
+# jitter of the lattice constant, partially ordered up to about 9 % and above every simulated
+# dense random packing (whose local psi6 is high too).
+ORDERED_MIN_PSI = 0.70
+PARTIAL_MIN_PSI = 0.62
+# Below this many particles with a complete neighbour shell a random packing can reach the
+# thresholds by chance (same study).
+VERDICT_MIN_PARTICLES = 5
 
 
 # --------------------------------------------------------------------------- validation
@@ -949,3 +968,55 @@ def summarize_order(centroids, shape) -> dict:
         "n_sevenfold": defects["n_sevenfold"],
         "n_domains": int(domains.max()) if has_lattice else 0,
     }
+
+
+# --------------------------------------------------------------------------- verdict
+def order_verdict(order_summary, ordered_min=ORDERED_MIN_PSI, partial_min=PARTIAL_MIN_PSI,
+                  min_particles=VERDICT_MIN_PARTICLES) -> str | None:
+    """A plain-language verdict on the spatial order of one image.
+
+    The lattice is the one :func:`lattice_type_from_order` picks, and its mean local bond order
+    ``q`` (``<|psi6|>`` for hex, ``<|psi4|>`` for square) decides: ``q >= ordered_min`` is
+    ordered, ``q >= partial_min`` partially ordered, anything lower disordered. Local (not
+    global) order is used, so a polycrystalline array of well-ordered grains counts as ordered.
+    On simulated lattices the default thresholds sit at a positional jitter of about 7 % and
+    9 % of the lattice constant; a dense random (jammed) packing, whose ``<|psi6|>`` is about
+    0.57, is disordered.
+
+    Parameters
+    ----------
+    order_summary : mapping
+        :func:`summarize_order` output, or an analysis summary (``sagegan.analyze``): needs
+        ``psi6_local_mean``, ``psi4_local_mean`` and ``n_valid`` (or ``n_particles_order``),
+        the number of particles with a complete neighbour shell.
+    ordered_min, partial_min : float
+        Thresholds on ``q``, ``0 <= partial_min <= ordered_min <= 1``.
+    min_particles : int
+        Fewer particles with a complete neighbour shell than this give no verdict.
+
+    Returns
+    -------
+    str or None
+        One of :data:`ORDER_VERDICTS`; None when there are too few particles (or the order
+        values are undefined).
+
+    Example
+    -------
+    >>> order_verdict({"psi6_local_mean": 0.95, "psi4_local_mean": 0.3, "n_valid": 50})
+    'ordered hexagonal'
+    >>> order_verdict({"psi6_local_mean": 0.4, "psi4_local_mean": 0.45, "n_valid": 50})
+    'disordered'
+    """
+    if not 0.0 <= partial_min <= ordered_min <= 1.0:
+        raise ValueError(f"need 0 <= partial_min <= ordered_min <= 1, got {partial_min}, {ordered_min}")
+    n = order_summary.get("n_valid", order_summary.get("n_particles_order"))
+    if n is None:
+        raise ValueError("order_summary needs 'n_valid' (or 'n_particles_order')")
+    psi6, psi4 = (float(order_summary[k]) for k in ("psi6_local_mean", "psi4_local_mean"))
+    if int(n) < max(int(min_particles), 1) or not (np.isfinite(psi6) and np.isfinite(psi4)):
+        return None
+    lattice = lattice_type_from_order(psi6, psi4)
+    q = psi4 if lattice == "square" else psi6
+    if q >= ordered_min:
+        return "ordered square" if lattice == "square" else "ordered hexagonal"
+    return "partially ordered" if q >= partial_min else "disordered"

@@ -28,7 +28,8 @@ from skimage.measure import find_contours, regionprops
 
 from .data import as_label_image
 
-__all__ = ["MEASURE_COLUMNS", "NM_COLUMNS", "feret_diameters", "measure", "size_distribution"]
+__all__ = ["MEASURE_COLUMNS", "NM_COLUMNS", "feret_diameters", "measure", "size_distribution",
+           "bootstrap_ci", "poisson_ci"]
 
 #: Columns always returned by :func:`measure`, in order.
 MEASURE_COLUMNS = (
@@ -299,3 +300,96 @@ def size_distribution(df: pd.DataFrame, column: str | None = None, exclude_borde
         histogram_counts=counts, histogram_edges=edges,
     )
     return out
+
+
+# --------------------------------------------------------------------------- uncertainty
+_STATISTICS = {"mean": np.mean, "median": np.median}
+
+
+def bootstrap_ci(values, statistic="mean", groups=None, n_resamples: int = 1000, level: float = 0.95,
+                 seed: int = 0) -> tuple[float, float]:
+    """Percentile-bootstrap confidence interval of a statistic of particle values.
+
+    Without ``groups`` the particles are resampled with replacement. With ``groups`` (e.g. the
+    image each particle comes from) the bootstrap is two-stage: the groups are resampled with
+    replacement, then the particles within each drawn group. This keeps the variation between
+    images in the interval, which resampling pooled particles would hide when images differ.
+
+    Parameters
+    ----------
+    values : (N,) array_like
+        One value per particle (e.g. ECD); NaN values are dropped.
+    statistic : {"mean", "median"} or callable
+        A callable takes a 1-D array and returns a float.
+    groups : (N,) array_like, optional
+        Group label of each value.
+    n_resamples : int
+        Number of bootstrap resamples.
+    level : float
+        Confidence level, in (0, 1).
+    seed : int
+        Seed of the :class:`numpy.random.Generator`: the same inputs give the same interval.
+
+    Returns
+    -------
+    (lo, hi) : tuple of float
+        NaN for fewer than 2 values.
+
+    Example
+    -------
+    >>> x = np.random.default_rng(1).normal(10, 1, 400)
+    >>> lo, hi = bootstrap_ci(x)
+    >>> bool(lo < x.mean() < hi), round(hi - lo, 1)
+    (True, 0.2)
+    """
+    fn = _STATISTICS.get(statistic, statistic) if isinstance(statistic, str) else statistic
+    if not callable(fn):
+        raise ValueError(f"statistic must be 'mean', 'median' or a callable, got {statistic!r}")
+    if not 0 < level < 1 or int(n_resamples) < 1:
+        raise ValueError(f"need 0 < level < 1 and n_resamples >= 1, got {level}, {n_resamples}")
+    x = np.asarray(values, dtype=float).ravel()
+    g = np.zeros(x.size, dtype=np.int64) if groups is None else np.asarray(groups).ravel()
+    if g.shape != x.shape:
+        raise ValueError(f"groups has shape {g.shape}, values has {x.shape}")
+    ok = np.isfinite(x)
+    x, g = x[ok], g[ok]
+    if x.size < 2:
+        return float("nan"), float("nan")
+    _, g = np.unique(g, return_inverse=True)
+    order = np.argsort(g, kind="stable")
+    x, g = x[order], g[order]
+    sizes = np.bincount(g)
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    k = len(sizes)
+    rng = np.random.default_rng(seed)
+    stats_ = np.empty(int(n_resamples))
+    for b in range(int(n_resamples)):
+        if k == 1:
+            idx = rng.integers(0, x.size, x.size)
+        else:
+            drawn = rng.integers(0, k, k)
+            drawn = np.repeat(drawn, sizes[drawn])  # one entry per particle slot of a drawn group
+            idx = offsets[drawn] + (rng.random(drawn.size) * sizes[drawn]).astype(np.int64)
+        stats_[b] = fn(x[idx])
+    alpha = (1.0 - level) / 2.0
+    lo, hi = np.quantile(stats_, [alpha, 1.0 - alpha])
+    return float(lo), float(hi)
+
+
+def poisson_ci(count, level: float = 0.95) -> tuple[float, float]:
+    """Exact (Garwood) confidence interval of a Poisson mean from one observed count.
+
+    For the particle count of one image: the expected number of particles in a field of view of
+    this size.
+
+    Example
+    -------
+    >>> tuple(round(v, 2) for v in poisson_ci(10))
+    (4.8, 18.39)
+    """
+    n = int(count)
+    if n < 0 or not 0 < level < 1:
+        raise ValueError(f"need count >= 0 and 0 < level < 1, got {count}, {level}")
+    alpha = (1.0 - level) / 2.0
+    lo = 0.0 if n == 0 else float(stats.chi2.ppf(alpha, 2 * n) / 2.0)
+    return lo, float(stats.chi2.ppf(1.0 - alpha, 2 * n + 2) / 2.0)

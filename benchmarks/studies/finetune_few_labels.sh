@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Fine-tuning the bundled general model from few labels, against training from scratch (issue 18).
+#
+#   bash benchmarks/studies/finetune_few_labels.sh            # STEPS=600 SEEDS="0 1" by default
+#
+# BAM TiO2 (CC BY-NC-ND: measured here, never in shipped weights), fixed split: train = the first
+# 30 sorted ids, test = the last 10. k counts every labelled image used, validation included:
+# k = 4 is 3 training + 1 validation image, k = 8 is 6 + 2, "all" is 27 + 3. Every run trains a
+# fixed number of steps (--max-steps, so the machine's load does not change the result); the
+# early stop is disabled by the large patience of a short run. Each model then segments the 10
+# test images (data bar cropped) and benchmarks/studies/general_model.py scores them.
+set -euo pipefail
+BAM=${BAM:-../shared/data/bam_tio2_sem}
+WORK=${WORK:-work/finetune}
+STEPS=${STEPS:-600}
+SEEDS=${SEEDS:-"0 1"}
+SAGEGAN=${SAGEGAN:-.venv/bin/sagegan}
+PY=${PY:-.venv/bin/python}
+mkdir -p "$WORK"
+ls "$BAM/images" | sed 's/\.[^.]*$//' | sort > "$WORK/all.txt"
+head -30 "$WORK/all.txt" > "$WORK/pool.txt"
+tail -10 "$WORK/all.txt" > "$WORK/test.txt"
+
+run() {  # run NAME K SEED INIT...
+  local name=$1 k=$2 seed=$3; shift 3
+  local n_val=$(( k >= 30 ? 3 : (k + 3) / 4 ))
+  # a seeded choice of k ids from the pool: the first n_val validate, the rest train
+  "$PY" -c "import random,sys; ids=open('$WORK/pool.txt').read().split(); random.Random($seed).shuffle(ids); print('\n'.join(ids[:$k]))" > "$WORK/$name.ids"
+  head -n "$n_val" "$WORK/$name.ids" > "$WORK/$name.val"
+  tail -n +"$((n_val + 1))" "$WORK/$name.ids" > "$WORK/$name.train"
+  [ -f "$WORK/$name/config.json" ] || "$SAGEGAN" train-seg --images "$BAM/images" --masks "$BAM/masks" \
+      --crop-bottom 56 --nm-per-px 7.344 --split "$WORK/$name.train" --val-split "$WORK/$name.val" \
+      --out "$WORK/$name" --max-steps "$STEPS" --val-every 100 --seed "$seed" "$@"
+  "$SAGEGAN" segment "$BAM/images" --split "$WORK/test.txt" --model "$WORK/$name" --out "$WORK/$name-test" \
+      --crop-bottom 56 --nm-per-px 7.344 --min-score 0 > /dev/null
+  "$PY" benchmarks/studies/general_model.py --pred "$WORK/$name-test" --truth "$BAM/masks" \
+      --split "$WORK/test.txt" --crop-bottom 56 --nm-per-px 7.344 --json "$WORK/$name.json" > /dev/null
+  "$PY" -c "import json; r=json.load(open('$WORK/$name.json'))['all']; print('$name', r['f1_50'], r['dice'], r['pq'])"
+}
+
+for seed in $SEEDS; do
+  for k in 4 8; do
+    run "init-k$k-s$seed" "$k" "$seed" --init general
+    run "scratch-k$k-s$seed" "$k" "$seed"
+  done
+  run "scratch-all-s$seed" 30 "$seed"
+done
