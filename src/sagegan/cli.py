@@ -194,7 +194,8 @@ def train_seg(
     typer.echo(_training_verdict(run))
 
 
-STOP_REASONS = {"max_minutes": "its time budget (--max-minutes) ran out", "epochs": "it ran all --epochs",
+STOP_REASONS = {"max_minutes": "its time budget (--max-minutes) ran out",
+                "epochs": "it ran all its steps (--epochs, --max-steps)",
                 "early_stopping": "validation stopped improving (early stop)"}
 
 
