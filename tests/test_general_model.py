@@ -182,3 +182,25 @@ def test_bundled_model_on_emps_test_images():
         truth = read_mask(next((EMPS / "segmaps").glob(f"{stem}.*")))
         f1.append(evaluate_pair(sagegan.segment(image).labels, truth)["f1_50"])
     assert np.mean(f1) >= 0.6, f1  # the benchmark's full-test F1 is far above this floor (BENCHMARKS.md)
+
+
+def test_zoom_search_rules_out_noise_and_shading(seg_run, monkeypatch):
+    """A zoom whose "particles" are under 4 px, or one object over half the crop, never wins,
+    however confident the network is there; a large image is judged on two crops."""
+    from sagegan import infer
+
+    seg = load_segmenter(seg_run[0])
+    calls = []
+
+    def fake_try(seg, crop, zoom):
+        calls.append(crop.shape)
+        if zoom >= 4:       # noise: 14 zoomed px at zoom 4 is 3.5 input px
+            return {"diameter": 14.0, "confidence": 0.99, "largest_share": 0.01}
+        if zoom <= 0.125:   # shading: one blob
+            return {"diameter": 14.0, "confidence": 0.99, "largest_share": 0.9}
+        return {"diameter": 14.0, "confidence": 0.6, "largest_share": 0.02}
+
+    monkeypatch.setattr(infer, "_zoom_try", fake_try)
+    zoom, _, tries = infer.search_zoom(seg, np.zeros((2000, 2000), np.float32))
+    assert 0.125 < zoom < 4 and all(t["crops"] == 2 for t in tries if t["zoom"] >= 0.5)
+    assert len(calls) > len(tries)

@@ -331,13 +331,15 @@ def search_zoom(seg: Segmenter, image: np.ndarray, zooms: Sequence[float] = SEAR
         - size_weight  * |log(median predicted diameter / canonical)|
         - prior_weight * max(0, |log(zoom / autocorrelation zoom)| - log 2)
 
-    the last term only breaking ties far from the image-statistics guess. The winner's measured
-    diameter then moves the zoom by at most sqrt(2). The weights were chosen on held-out EMPS
+    the last term only breaking ties far from the image-statistics guess. On a large image a
+    second crop is scored too and each zoom gets the mean (median diameter) of the two. Zooms
+    whose result cannot be particles (under ``MIN_PARTICLE_PX`` across, or one object over half
+    the crop) lose to any plausible one. The winner's measured diameter then moves the zoom by
+    at most sqrt(2). The weights were chosen on held-out EMPS
     training images (benchmarks/studies/scale_search.py). Returns (zoom, estimated median diameter in
     input px, one record per try).
     """
     canonical = float(seg.canonical_diameter_px)
-    post = seg.postprocess
     h, w = image.shape
     prior = estimate_diameter_autocorr(image) * seg.config.get("autocorr_factor", 1.0)
     prior_zoom = zoom_for(prior, canonical) if math.isfinite(prior) and prior > 0 else None
@@ -345,20 +347,20 @@ def search_zoom(seg: Segmenter, image: np.ndarray, zooms: Sequence[float] = SEAR
     for zoom in zooms:
         side = max(int(round(crop_px / zoom)), 16)
         ch, cw = min(h, side), min(w, side)
-        y0, x0 = (h - ch) // 2, (w - cw) // 2
-        # Everything below happens at the zoomed size (at most crop_px^2), so small zooms stay cheap.
-        maps = predict_maps(seg, image[y0:y0 + ch, x0:x0 + cw], zoom, keep_zoomed=True)
-        labels = instances_from_maps(maps["probs"], maps["distance"], post["fg_threshold"],
-                                     post["seed_threshold"], default_min_area(canonical, 1.0))
-        foreground = labels > 0
-        diameter = median_ecd(labels)  # zoomed px; an image may hold one big particle
-        confidence = float(maps["probs"].max(0)[foreground].mean()) if foreground.any() else 0.0
+        # The central crop, and on a large enough image a second one around the upper-left
+        # quarter point: a zoom must suit both, so that one odd region (a data bar, a cluster,
+        # bare support) does not decide for the whole image.
+        corners = [((h - ch) // 2, (w - cw) // 2)]
+        if h >= 1.5 * ch or w >= 1.5 * cw:
+            corners.append((max(0, h // 4 - ch // 2), max(0, w // 4 - cw // 2)))
+        crops = [_zoom_try(seg, image[y0:y0 + ch, x0:x0 + cw], zoom) for y0, x0 in corners]
+        diameters = [c["diameter"] for c in crops if math.isfinite(c["diameter"])]
+        diameter = float(np.median(diameters)) if diameters else float("nan")
+        confidence = float(np.mean([c["confidence"] for c in crops]))
         size_error = abs(math.log(diameter / canonical)) if math.isfinite(diameter) else 9.0
         off_prior = max(0.0, abs(math.log(zoom / prior_zoom)) - math.log(2)) if prior_zoom else 0.0
-        areas = np.bincount(labels.ravel())[1:]
-        largest_share = float(areas.max() / labels.size) if areas.size else 0.0
         tries.append({"zoom": zoom, "diameter_px": diameter / zoom, "confidence": confidence,
-                      "largest_share": largest_share,
+                      "largest_share": max(c["largest_share"] for c in crops), "crops": len(crops),
                       "score": confidence - size_weight * size_error - prior_weight * off_prior})
     # Zooms whose result cannot be particles are ruled out: "particles" under MIN_PARTICLE_PX
     # across are pixel noise, and one object over half the crop is background shading.
@@ -369,6 +371,21 @@ def search_zoom(seg: Segmenter, image: np.ndarray, zooms: Sequence[float] = SEAR
     step = math.sqrt(2)
     zoom = float(np.clip(zoom_for(best["diameter_px"], canonical), best["zoom"] / step, best["zoom"] * step))
     return zoom, best["diameter_px"], tries
+
+
+def _zoom_try(seg: Segmenter, crop: np.ndarray, zoom: float) -> dict[str, float]:
+    """One crop segmented at one zoom: median diameter (zoomed px), mean class confidence on the
+    foreground, and the share of the crop that its largest particle covers."""
+    post = seg.postprocess
+    # Everything happens at the zoomed size (at most crop_px^2), so small zooms stay cheap.
+    maps = predict_maps(seg, crop, zoom, keep_zoomed=True)
+    labels = instances_from_maps(maps["probs"], maps["distance"], post["fg_threshold"],
+                                 post["seed_threshold"], default_min_area(seg.canonical_diameter_px, 1.0))
+    foreground = labels > 0
+    areas = np.bincount(labels.ravel())[1:]
+    return {"diameter": median_ecd(labels),  # an image may hold one big particle
+            "confidence": float(maps["probs"].max(0)[foreground].mean()) if foreground.any() else 0.0,
+            "largest_share": float(areas.max() / labels.size) if areas.size else 0.0}
 
 
 def segment_image(seg: Segmenter, image: np.ndarray, scale: str | float = "auto", tta: bool = False,
