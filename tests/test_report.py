@@ -208,30 +208,92 @@ def test_demo_truth_numbers_leave_out_border_particles_and_other_images():
     assert demo_truth_numbers(None, held) == {}
 
 
-def test_demo_report_shows_every_stage_that_left_files(tmp_path):
-    from sagegan.demo import QUICK
+def _demo_run_folder(tmp_path, run, steps, best_step):
+    log = pd.DataFrame({"step": [5, 10], "loss": [1.0, 0.5], "paired_l1": [0.3, 0.2], "val_f1_50": [0.2, 0.6],
+                        "val_dice": [0.3, 0.7]})
+    (tmp_path / run).mkdir()
+    log.to_csv(tmp_path / run / "train_log.csv", index=False)
+    (tmp_path / run / "config.json").write_text(json.dumps(
+        {"steps": steps, "best_validation": {"step": best_step, "f1_50": 0.6, "dice": 0.7}}))
 
-    log = pd.DataFrame({"step": [0, 10], "loss": [1.0, 0.5], "val_f1_50": [0.2, 0.6], "val_dice": [0.3, 0.7]})
-    for run in ("phase1", "gan"):
-        (tmp_path / run).mkdir()
-        log.to_csv(tmp_path / run / "train_log.csv", index=False)
+
+def test_demo_report_shows_every_stage_that_left_files(tmp_path):
+    from sagegan.demo import JOINT, KEPT_PHASE1, QUICK
+
+    _demo_run_folder(tmp_path, "phase1", QUICK.seg_steps, 10)
+    _demo_run_folder(tmp_path, "gan", QUICK.gan_steps - 2, 0)  # stopped by the time cap
     write_image(tmp_path / "gan" / "samples" / "step_000010.png", np.zeros((8, 24), np.float32))
     write_image(tmp_path / "synthetic" / "images" / "s0.png", np.ones((16, 16), np.float32))
     write_labels(tmp_path / "synthetic" / "masks" / "s0.tif", one_particle_labels()[16:32, 20:36])
-    seg_dir = tmp_path / "segmented" / "phase1"
-    write_image(seg_dir / "h_overlay.png", np.zeros((8, 8), np.float32))
+    truth = grid_labels()
+    held = [Sample("h", truth * 1.0, truth)]
+    seg_dir, general_dir = tmp_path / "segmented" / "phase1", tmp_path / "segmented" / "general"
+    pred = truth.copy()
+    pred[pred == 1] = 0                 # one missed
+    pred[100:110, 2:5] = 99             # one false detection
+    write_labels(seg_dir / "h_labels.tif", pred)
+    write_labels(general_dir / "h_labels.tif", truth)
     write_image(seg_dir / "h_attention.png", np.zeros((8, 8), np.float32))
     metrics = {"mean_f1_50": 0.61, "mean_precision_50": 0.7, "mean_recall_50": 0.5, "mean_dice": 0.8, "mean_pq": 0.5}
-    scores = {"phase 1 only": {**metrics, "dir": seg_dir}}
+    scores = {"phase 1 only": {**metrics, "dir": seg_dir, "labels": [seg_dir / "h_labels.tif"]},
+              JOINT: {"note": KEPT_PHASE1},
+              "general": {**metrics, "mean_f1_50": 1.0, "dir": general_dir, "labels": [general_dir / "h_labels.tif"],
+                          "reference": True}}
     analysis = {"batch": {"n_particles": 40, "ecd_px_mean": 17.5, "psi6_global": 0.9}}
 
-    path = write_demo_report(tmp_path, scores, analysis, None, [], {"phase1": 12.34}, QUICK, "phase 1 only")
+    path = write_demo_report(tmp_path, scores, analysis, None, held, {"phase1": 12.34}, QUICK, "phase 1 only",
+                             bundled="the bundled model, version 9")
     assert path == tmp_path / "report.html"
     page = path.read_text(encoding="utf-8")
-    # 2 phase 1 curves, 2 GAN curves + 1 sample grid, 1 synthetic grid, 1 overlay + 1 attention map
-    assert page.count("data:image/png;base64,") == 8
-    for title in ("1. Phase 1", "2. Phase 2", "3. Synthetic pairs", "4. Held-out images", "5. Particle sizes",
-                  "6. Run"):
+    # 2 phase 1 curves; 1 sample grid + 2 GAN curves; 1 synthetic grid; 1 matched overlay + 1 attention
+    # map; 1 matched overlay of the bundled model
+    assert page.count("data:image/png;base64,") == 9
+    for title in ("1. Phase 1", "2. Phase 2", "3. Synthetic pairs", "4. Held-out images", "5. Bundled general model",
+                  "6. Particle sizes", "7. Run"):
         assert f">{title}" in page, title
     assert "<td>phase 1 only</td><td>0.61</td>" in page and "<td>phase1 (s)</td><td>12.3</td>" in page
+    # the joint row says why it has no numbers of its own
+    assert f"<td>{JOINT}</td><td>–</td><td>–</td><td>–</td><td>–</td><td>–</td><td>{KEPT_PHASE1}</td>" in page.replace(
+        "&#x27;", "'")
+    assert "phase 1 only, h: 35 found (blue-green), 1 missed (orange), 1 false detections (magenta)" in page
+    assert "general, h: 36 found" in page and "the bundled model, version 9" in page
+    assert "Trained 40 steps; kept the checkpoint of step 10" in page and "sample grid at step 10" in page
+    assert "kept the checkpoint of step 0 (validation F1@0.5 0.6, Dice 0.7), the segmenter it started from" in page
+    assert f"after {QUICK.gan_steps - 2} of {QUICK.gan_steps} steps" in page  # the cap's note
     assert "<td>ecd_px_mean</td><td>17.5</td><td>–</td>" in page  # no truth for a user's data
+
+
+def test_demo_report_without_a_bundled_model_says_so_in_one_line(tmp_path):
+    from sagegan.demo import QUICK
+
+    analysis = {"batch": {"n_particles": 0}}
+    seg_dir = tmp_path / "segmented" / "phase1"
+    seg_dir.mkdir(parents=True)
+    page = write_demo_report(tmp_path, {"phase 1 only": {"mean_f1_50": 0.5, "dir": seg_dir}}, analysis, None, [], {},
+                             QUICK, "phase 1 only", bundled="This install ships no bundled general model yet.").read_text()
+    assert "<p>This install ships no bundled general model yet.</p>" in page
+    assert "No sample grid" not in page  # no phase 2 folder at all: nothing to remark on
+
+
+def test_match_overlay_colours_found_missed_and_false_particles():
+    from sagegan.metrics import match_instances
+    from sagegan.plot import MATCH_COLOURS, match_overlay
+
+    truth = grid_labels()
+    pred = truth.copy()
+    pred[truth == 1] = 0
+    pred[100:110, 2:5] = 99
+    m = match_instances(pred, truth, 0.5)
+    rgb = match_overlay(truth * 1.0, pred, truth, m.pred_ids, m.true_ids)
+    zoom = 512 // 120 + 1  # the smallest integer factor that reaches 512 px
+    assert rgb.shape == (120 * zoom, 120 * zoom, 3) and rgb.dtype == np.uint8
+
+    def colour_at(y, x):
+        return tuple(int(v) for v in rgb[y * zoom, x * zoom])
+
+    assert colour_at(6, 10) == MATCH_COLOURS["missed"]     # top edge of true particle 1
+    assert colour_at(26, 10) == MATCH_COLOURS["matched"]   # top edge of particle 4 (next row)
+    assert colour_at(100, 3) == MATCH_COLOURS["false"]
+    assert len({MATCH_COLOURS[k] for k in ("matched", "missed", "false")}) == 3
+    with pytest.raises(ValueError, match="shape"):
+        match_overlay(None, pred, truth[:60], [], [])

@@ -1,9 +1,13 @@
 """``sagegan demo``: the whole pipeline on the embedded simulator data (or a user's folder).
 
 simulate a small labelled set -> phase 1 Attention U-Net -> brief SAGE-GAN -> synthesise new
-layouts -> fine-tune on real + synthetic -> segment held-out images with and without synthesis
--> score against the truth -> sizes and spatial order -> ``report.html`` showing every step.
-Budgets are set so the full demo takes about 10 minutes on 2 CPU cores (``quick``: ~2).
+layouts -> fine-tune on real + synthetic -> segment held-out images with and without synthesis,
+and with the bundled general model -> score against the truth -> sizes and spatial order ->
+``report.html`` showing every step.
+
+Training is fixed in steps and seeded, so a busy machine takes longer but reports the same
+numbers. The step counts are chosen to keep the demo under 10 minutes on 2 quiet CPU cores
+(BENCHMARKS.md says how they were estimated); ``quick`` is a smoke test of every stage.
 """
 
 from __future__ import annotations
@@ -15,28 +19,39 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .io import InputError, Sample, load_pairs, read_mask, resolve_data_dirs, write_image, write_labels
+from .io import InputError, Sample, load_pairs, read_json, read_mask, resolve_data_dirs, write_image, write_labels
 from .report import demo_truth_numbers, write_demo_report
+
+#: Row names of the held-out table, and the folders under ``segmented/`` their labels go to.
+PHASE1, JOINT, FINETUNED, BUNDLED = ("phase 1 only", "SAGE-GAN joint fine-tune", "fine-tuned on real + synthetic",
+                                     "bundled general model, no training")
+SLUGS = {PHASE1: "phase1", JOINT: "sagegan", FINETUNED: "finetuned", BUNDLED: "general"}
+KEPT_PHASE1 = "kept phase 1's segmenter: no joint improvement on validation"
 
 
 @dataclass
 class DemoBudget:
-    """Sizes and time budgets of the demo's stages."""
+    """Sizes and training steps of the demo's stages.
+
+    ``max_minutes`` caps each training stage only as a safety net for a very slow machine; a
+    stage it stops is flagged in the report, since its numbers then depend on the machine.
+    """
 
     n_train: int = 8
     n_heldout: int = 4
     image_size: int = 384
-    seg_minutes: float = 3.5
-    gan_minutes: float = 2.5
-    gan_steps: int = 600
-    finetune_minutes: float = 1.5
+    seg_steps: int = 600
+    gan_steps: int = 240
+    finetune_steps: int = 200
+    n_validations: int = 8          # per phase 1 run; phase 2 and the fine-tune validate 4 times
+    max_minutes: float | None = 15.0
     n_synthetic: int = 24
     patch_size: int = 128
     seg_batch: int = 8
 
 
-QUICK = DemoBudget(n_train=4, n_heldout=2, image_size=192, seg_minutes=0.6, gan_minutes=0.3, gan_steps=40,
-                   finetune_minutes=0.25, n_synthetic=4, patch_size=64, seg_batch=4)
+QUICK = DemoBudget(n_train=4, n_heldout=2, image_size=192, seg_steps=40, gan_steps=12, finetune_steps=12,
+                   n_validations=4, n_synthetic=4, patch_size=64, seg_batch=4)
 
 
 def simulated_split(out: Path, budget: DemoBudget, seed: int) -> tuple[list[Sample], list[Sample], pd.DataFrame]:
@@ -70,23 +85,28 @@ def user_split(data: Path, budget: DemoBudget, seed: int,
     return train, held or train[:1]
 
 
-def recipe_config(budget: DemoBudget, seed: int, quick: bool):
-    """The demo's recipe: small patches, wall-clock budgets, new layouts, a gentle fine-tune."""
+def recipe_config(budget: DemoBudget, seed: int):
+    """The demo's recipe: small patches, budgets in steps, new layouts, a gentle fine-tune."""
     from .pipeline import Budget, RecipeConfig
     from .train_gan import GanTrainConfig
     from .train_seg import SegTrainConfig
 
-    seg = SegTrainConfig(patch_size=budget.patch_size, batch_size=budget.seg_batch, val_every=25 if quick else 50,
-                         val_max_images=2, seed=seed, epochs=100000, patience=1000, canonical_diameter_px=24.0)
+    def steps(n: int) -> Budget:
+        return Budget(steps=n, minutes=budget.max_minutes)
+
+    seg = SegTrainConfig(patch_size=budget.patch_size, batch_size=budget.seg_batch,
+                         val_every=max(1, budget.seg_steps // budget.n_validations), val_max_images=2, seed=seed,
+                         epochs=100000, patience=1000, canonical_diameter_px=24.0)
     warm = budget.gan_steps // 4
-    every = max(budget.gan_steps // 4, 10)
+    # every quarter: the last step validates and leaves a sample grid for the report
+    every = max(1, budget.gan_steps // 4)
     gan = GanTrainConfig(patch_size=budget.patch_size, batch_size=2, warmup_steps=warm, ramp_steps=warm,
                          val_every=every, sample_every=every, val_max_images=2, seed=seed)
-    return RecipeConfig(seg=seg, phase1=Budget(minutes=budget.seg_minutes), gan=gan,
-                        phase2=Budget(steps=budget.gan_steps, minutes=budget.gan_minutes),
+    final_seg = replace(seg, lr=3e-4, val_every=max(1, budget.finetune_steps // 4))
+    return RecipeConfig(seg=seg, phase1=steps(budget.seg_steps), gan=gan, phase2=steps(budget.gan_steps),
                         n_synthetic=budget.n_synthetic, synthetic_layouts="new", synthetic_size=2 * budget.patch_size,
-                        synthesis_seed=seed, final="finetune", final_seg=replace(seg, lr=3e-4),
-                        final_budget=Budget(minutes=budget.finetune_minutes))
+                        synthesis_seed=seed, final="finetune", final_seg=final_seg,
+                        final_budget=steps(budget.finetune_steps))
 
 
 def _data_source(out: Path, data: str | Path | None, mask_kind: str = "auto") -> dict:
@@ -122,10 +142,7 @@ def run_demo(out: str | Path, data: str | Path | None = None, quick: bool = Fals
              mask_kind: str = "auto") -> Path:
     """Run the demo; returns the path of ``report.html``. ``mask_kind`` says how to read the
     masks of a user's ``data`` folder (:func:`sagegan.io.read_mask`)."""
-    from .evaluate import headline
-    from .infer import segment_files
     from .io import write_json
-    from .metrics import evaluate_pair, summarize
     from .pipeline import run_recipe
 
     out = _fresh_folder(Path(out))
@@ -150,23 +167,26 @@ def run_demo(out: str | Path, data: str | Path | None = None, quick: bool = Fals
     _stage("2-5/7 the SAGE-GAN recipe: phase 1 (Attention U-Net on the labelled images), phase 2 "
                "(generator + segmenter + two discriminators), synthesis of new layouts, fine-tuning on "
                "real + synthetic pairs")
-    recipe = run_recipe(train, train[:1] if len(train) < 4 else train[:2], out, recipe_config(budget, seed, quick),
+    recipe = run_recipe(train, train[:1] if len(train) < 4 else train[:2], out, recipe_config(budget, seed),
                         data_source=_data_source(out, data, mask_kind))
-    seg_run, gan_run, fine_run = recipe.phase1, recipe.gan, recipe.final
     timings.update(phase1=recipe.seconds["phase1"], gan=recipe.seconds["gan"],
                    synthesis=recipe.seconds["synthesis"], finetune=recipe.seconds["final"])
 
-    t = _stage("6/7 segment the held-out images, with and without synthesis")
+    t = _stage("6/7 segment the held-out images: with and without synthesis, and with the bundled general model")
     held_dir = out / "data" / "heldout" / "images"
-    scores = {}
-    for name, run in (("phase 1 only", seg_run), ("SAGE-GAN joint fine-tune", gan_run),
-                      ("fine-tuned on real + synthetic", fine_run)):
-        pred_dir = out / "segmented" / _slug(name)
-        segment_files([held_dir], run, pred_dir, progress=False, save_attention=True)
-        rows = [evaluate_pair(read_mask(pred_dir / f"{s.stem}_labels.tif", kind="labels"), s.labels) for s in held]
-        scores[name] = {**headline(summarize(rows)), "dir": pred_dir,
-                        "labels": [pred_dir / f"{s.stem}_labels.tif" for s in held]}
-    best = max(scores, key=lambda k: scores[k]["mean_f1_50"] or 0)
+    scores = {PHASE1: score_heldout(recipe.phase1, held, held_dir, out / "segmented" / SLUGS[PHASE1])}
+    if kept_phase1(recipe.gan):  # its segmenter is phase 1's: scoring it again would repeat that row
+        scores[JOINT] = {**dict.fromkeys(METRIC_KEYS), "note": KEPT_PHASE1}
+    else:
+        scores[JOINT] = score_heldout(recipe.gan, held, held_dir, out / "segmented" / SLUGS[JOINT])
+    scores[FINETUNED] = score_heldout(recipe.final, held, held_dir, out / "segmented" / SLUGS[FINETUNED])
+    bundled, bundled_line = bundled_model()
+    if bundled is not None:
+        scores[BUNDLED] = {**score_heldout(bundled, held, held_dir, out / "segmented" / SLUGS[BUNDLED]),
+                           "reference": True}
+    # the analysis shows what this run trained; the bundled model is a reference beside it
+    trained = [k for k in (PHASE1, JOINT, FINETUNED) if scores[k].get("labels")]
+    best = max(trained, key=lambda k: scores[k]["mean_f1_50"] or 0)
     timings["segment"] = time.monotonic() - t
 
     t = _stage("7/7 particle sizes and spatial order, report")
@@ -175,14 +195,49 @@ def run_demo(out: str | Path, data: str | Path | None = None, quick: bool = Fals
     analysis = analyze_labels([str(p) for p in scores[best]["labels"]],
                               out / "analysis", images=held_dir, title="held-out images")
     timings["analysis"] = time.monotonic() - t
-    report = write_demo_report(out, scores, analysis, truth, held, timings, budget, best)
+    report = write_demo_report(out, scores, analysis, truth, held, timings, budget, best, bundled=bundled_line)
     _print_table(scores, analysis, truth, held, report)
     return report
 
 
-def _slug(name: str) -> str:
-    return {"phase 1 only": "phase1", "SAGE-GAN joint fine-tune": "sagegan", "fine-tuned on real + synthetic":
-            "finetuned"}[name]
+#: The held-out metrics of each row (keys of :func:`sagegan.evaluate.headline`).
+METRIC_KEYS = ("mean_f1_50", "mean_precision_50", "mean_recall_50", "mean_dice", "mean_pq")
+
+
+def score_heldout(model: str | Path, held: list[Sample], held_dir: Path, pred_dir: Path) -> dict:
+    """Segment the held-out images with ``model`` into ``pred_dir`` and score them against their truth.
+
+    Returns the :func:`~sagegan.evaluate.headline` numbers with ``dir`` (the segmentation) and
+    ``labels`` (one label file per held-out sample, in order).
+    """
+    from .evaluate import headline
+    from .infer import segment_files
+    from .metrics import evaluate_pair, summarize
+
+    segment_files([held_dir], model, pred_dir, progress=False, save_attention=True)
+    labels = [pred_dir / f"{s.stem}_labels.tif" for s in held]
+    rows = [evaluate_pair(read_mask(path, kind="labels"), s.labels) for path, s in zip(labels, held)]
+    return {**headline(summarize(rows)), "dir": pred_dir, "labels": labels}
+
+
+def kept_phase1(gan_run: str | Path) -> bool:
+    """Whether phase 2 kept the segmenter it started from: its best validation was at step 0."""
+    best = read_json(Path(gan_run) / "config.json").get("best_validation") or {}
+    return best.get("step") == 0
+
+
+def bundled_model() -> tuple[Path | None, str]:
+    """The bundled general model's folder, or None when this install ships none; and a line
+    saying which model it is, or that there is none."""
+    from .runs import resolve_model
+
+    try:
+        folder = resolve_model(None)
+    except InputError:
+        return None, "This install ships no bundled general model yet, so there is nothing to compare here."
+    version = read_json(folder / "config.json").get("version", "unversioned")
+    return folder, (f"The general model bundled with sagegan (version {version}), applied to the held-out images "
+                    "as it is: no training on this data, particle size found by the zoom search.")
 
 
 def _print_table(scores: dict, analysis: dict, truth, held, report: Path) -> None:
@@ -194,6 +249,9 @@ def _print_table(scores: dict, analysis: dict, truth, held, report: Path) -> Non
     for col in ("F1@0.5", "Dice", "PQ"):
         table.add_column(col, justify="right")
     for name, s in scores.items():
+        if s.get("note"):
+            table.add_row(name, s["note"], "", "")
+            continue
         table.add_row(name, *(f"{s[k]:.3f}" if s[k] is not None else "-" for k in
                               ("mean_f1_50", "mean_dice", "mean_pq")))
     Console().print(table)

@@ -8,8 +8,8 @@ these functions shows, saves or reads anything.
   :func:`training_curves_figure`) return a :class:`matplotlib.figure.Figure` drawn on
   matplotlib's non-interactive Agg canvas without importing ``matplotlib.pyplot``, so no window
   opens, no display is needed, and the backend a notebook or GUI has chosen is left alone.
-* Overlays (:func:`overlay_outlines`, :func:`overlay_heatmap`, :func:`segmentation_overlay`)
-  return RGB ``uint8`` arrays that can be written as PNG files or embedded in a report.
+* Overlays (:func:`overlay_outlines`, :func:`overlay_heatmap`, :func:`segmentation_overlay`,
+  :func:`match_overlay`) return RGB ``uint8`` arrays that can be written as PNG files or embedded in a report.
 * :func:`figure_to_data_uri` and :func:`image_to_data_uri` turn both into
   ``data:image/png;base64,...`` strings for :mod:`sagegan.report`.
 
@@ -49,6 +49,9 @@ __all__ = [
     "overlay_outlines",
     "overlay_heatmap",
     "segmentation_overlay",
+    "match_overlay",
+    "MATCH_COLOURS",
+    "enlarge_nearest",
 ]
 
 #: Width of a figure in inches; with FIGURE_DPI this gives 700 px wide images.
@@ -550,3 +553,85 @@ def segmentation_overlay(image: np.ndarray | None, labels: np.ndarray,
         rgb = label2rgb(labels, bg_label=0, bg_color=(0.12, 0.12, 0.12), alpha=1.0)
         return np.clip(np.round(rgb * 255), 0, 255).astype(np.uint8)
     return overlay_outlines(base, labels)
+
+
+#: Outline colours of :func:`match_overlay` (RGB), chosen to stay apart for red-green colour
+#: blindness and to show on bright and dark particles: matched in blue-green, missed in orange,
+#: false detections in magenta.
+MATCH_COLOURS = {"matched": (0, 200, 140), "missed": (255, 150, 0), "false": (230, 40, 160)}
+#: :func:`match_overlay` enlarges smaller images to at least this side, px.
+MATCH_MIN_SIDE_PX = 512
+
+
+def match_overlay(image: np.ndarray | None, pred_labels: np.ndarray, true_labels: np.ndarray,
+                  matched_pred, matched_true, min_side: int = MATCH_MIN_SIDE_PX,
+                  max_side: int = OVERLAY_MAX_SIDE_PX) -> np.ndarray:
+    """RGB uint8 micrograph with particles outlined by how they compare with the truth.
+
+    Matched predictions are outlined in ``MATCH_COLOURS["matched"]``, predictions without a
+    match (false detections) in ``["false"]``, and true particles no prediction matched
+    (missed, false negatives) with the truth's outline in ``["missed"]``.
+
+    Parameters
+    ----------
+    image : (H, W) ndarray or None
+        Micrograph (stretched between its percentiles); None draws on black.
+    pred_labels, true_labels : (H, W) int ndarray
+        Predicted and true instance labels, 0 = background.
+    matched_pred, matched_true : array_like of int
+        Label ids of the matched pairs, e.g. ``pred_ids`` and ``true_ids`` of
+        :func:`sagegan.metrics.match_instances`.
+    min_side, max_side : int
+        Images whose longer side is under ``min_side`` are enlarged by an integer factor
+        (nearest neighbour), over ``max_side`` reduced by one. Outlines are found before
+        enlarging, so they are as wide as the factor and stay visible when the page scales the
+        picture down.
+
+    Returns
+    -------
+    (H', W', 3) uint8 ndarray
+
+    Example
+    -------
+    >>> true = np.zeros((32, 32), np.int32); true[4:12, 4:12] = 1; true[20:28, 20:28] = 2
+    >>> pred = np.zeros_like(true); pred[4:12, 4:12] = 5; pred[20:28, 4:12] = 6
+    >>> rgb = match_overlay(None, pred, true, [5], [1])
+    >>> rgb.shape, rgb[4 * 16, 6 * 16].tolist(), rgb[20 * 16, 6 * 16].tolist(), rgb[20 * 16, 22 * 16].tolist()
+    ((512, 512, 3), [0, 200, 140], [230, 40, 160], [255, 150, 0])
+    """
+    from skimage.segmentation import find_boundaries
+    from skimage.transform import downscale_local_mean
+
+    pred, true = np.asarray(pred_labels), np.asarray(true_labels)
+    if pred.shape != true.shape or pred.ndim != 2:
+        raise ValueError(f"predicted {pred.shape} and true {true.shape} labels must be 2-D and of one shape")
+    base = np.zeros(pred.shape, np.float32) if image is None else np.asarray(image, dtype=np.float32)
+    if base.shape != pred.shape:
+        raise ValueError(f"image {base.shape} and labels {pred.shape} differ in shape")
+    fp = (pred > 0) & ~np.isin(pred, np.asarray(matched_pred, dtype=np.int64))
+    fn = (true > 0) & ~np.isin(true, np.asarray(matched_true, dtype=np.int64))
+    edges_pred = find_boundaries(pred, mode="inner")
+    layers = [(edges_pred & (pred > 0) & ~fp, MATCH_COLOURS["matched"]),
+              (find_boundaries(true, mode="inner") & fn, MATCH_COLOURS["missed"]),
+              (edges_pred & fp, MATCH_COLOURS["false"])]  # last drawn wins where outlines cross
+    factor = max(1, math.ceil(max(pred.shape) / max_side))
+    if factor > 1:
+        base = downscale_local_mean(base, (factor, factor)).astype(np.float32)
+        layers = [(mask[::factor, ::factor][: base.shape[0], : base.shape[1]], c) for mask, c in layers]
+    grey = np.clip(normalise_percentile(base), 0, 1) if image is not None else base
+    rgb = np.repeat((grey * 255).astype(np.uint8)[..., None], 3, axis=2)
+    for mask, colour in layers:
+        rgb[mask] = colour
+    return enlarge_nearest(rgb, min_side)
+
+
+def enlarge_nearest(image: np.ndarray, min_side: int = MATCH_MIN_SIDE_PX) -> np.ndarray:
+    """``image`` (H, W[, C]) enlarged by the smallest integer factor that brings its longer side
+    to at least ``min_side`` px, by repeating pixels (no smoothing, so outlines stay crisp).
+
+    >>> enlarge_nearest(np.zeros((100, 50), np.uint8)).shape
+    (600, 300)
+    """
+    arr = np.asarray(image)
+    zoom = max(1, math.ceil(min_side / max(arr.shape[:2])))
+    return np.repeat(np.repeat(arr, zoom, axis=0), zoom, axis=1) if zoom > 1 else arr

@@ -36,11 +36,11 @@ import pandas as pd
 
 from .analyze import ImageAnalysis, analyze_image, nm_key, particles_table, summarize_batch
 from .io import (InputError, LabelledImage, Sample, atomic_write_bytes, find_label_files,
-                 find_micrographs, json_ready, read_labelled_image, read_mask, read_segment_records,
+                 find_micrographs, json_ready, read_json, read_labelled_image, read_mask, read_segment_records,
                  unique_image_names, write_json)
 from .order import ORDERED_MIN_PSI, PARTIAL_MIN_PSI, VERDICT_MIN_PARTICLES
-from .plot import (bond_order_map_figure, figure_to_data_uri, image_to_data_uri,
-                   nn_distance_histogram_figure, pair_correlation_figure, segmentation_overlay,
+from .plot import (bond_order_map_figure, enlarge_nearest, figure_to_data_uri, image_to_data_uri,
+                   match_overlay, nn_distance_histogram_figure, pair_correlation_figure, segmentation_overlay,
                    size_histogram_figure, training_curves_figure)
 
 if TYPE_CHECKING:
@@ -619,46 +619,110 @@ def demo_truth_numbers(truth: pd.DataFrame | None, held: Sequence[Sample]) -> di
 
 
 def _curve_figure(log_csv: Path, columns: list[tuple[str, str]], title: str) -> str | None:
-    """Training curves of a run's log as a data URI; None when the log is missing or empty."""
+    """Training curves of a run's log as a data URI; None when the log is missing or has none of
+    the columns' values."""
     if not log_csv.exists():
         return None
     log = pd.read_csv(log_csv)
-    if log.empty:
+    if not any(col in log and log[col].notna().any() for col, _ in columns):
         return None
     return figure_to_data_uri(training_curves_figure(log, columns, title))
 
 
+def _curves(run: Path, curves: Sequence[tuple[str, list[tuple[str, str]], str]]) -> list[tuple[str, str]]:
+    """(caption, data URI) of each curve of ``run``'s ``train_log.csv`` that could be drawn."""
+    figures = []
+    for caption, columns, title in curves:
+        uri = _curve_figure(run / "train_log.csv", columns, title)
+        if uri:
+            figures.append((caption, uri))
+    return figures
+
+
+def _run_facts(run: Path, planned_steps: int, max_minutes: float | None) -> tuple[list[str], list[str]]:
+    """A line on how long ``run`` trained and which checkpoint it kept, and a note when the demo's
+    time cap stopped it before its steps (its numbers then depend on the machine)."""
+    if not (run / "config.json").exists():
+        return [], []
+    config = read_json(run / "config.json")
+    steps, best = config.get("steps"), config.get("best_validation") or {}
+    if steps is None:
+        return [], []
+    line = f"Trained {steps} steps"
+    if best.get("step") is not None:
+        line += (f"; kept the checkpoint of step {best['step']} (validation F1@0.5 {format_value(best.get('f1_50'))}, "
+                 f"Dice {format_value(best.get('dice'))})" + (", the segmenter it started from" if best["step"] == 0 else ""))
+    notes = []
+    if steps < planned_steps:
+        notes.append(f"Stopped by the demo's {format_value(max_minutes)}-minute safety cap after {steps} of "
+                     f"{planned_steps} steps: this machine was much slower than planned, and these numbers depend on it.")
+    return [line + "."], notes
+
+
+#: Metric columns of the demo's held-out table: (key of the scores, header).
+_DEMO_COLUMNS = (("mean_f1_50", "F1@0.5"), ("mean_precision_50", "precision@0.5"), ("mean_recall_50", "recall@0.5"),
+                 ("mean_dice", "Dice"), ("mean_pq", "PQ"))
+_MATCH_LEGEND = ("Outlines against the truth at IoU 0.5: blue-green = found (matched one-to-one with a true "
+                 "particle), orange = missed (the true particle's outline), magenta = false detection. Small "
+                 "images are enlarged by repeating pixels.")
+
+
+def _match_figure(name: str, labels_file: Path, sample: Sample) -> tuple[str, str]:
+    """The outlines of one model's segmentation of a held-out image, coloured by their match."""
+    from .metrics import match_instances
+
+    pred = read_mask(labels_file, kind="labels")
+    m = match_instances(pred, sample.labels, 0.5)
+    caption = (f"{name}, {sample.stem}: {m.tp} found (blue-green), {m.fn} missed (orange), "
+               f"{m.fp} false detections (magenta)")
+    return caption, image_to_data_uri(match_overlay(sample.image, pred, sample.labels, m.pred_ids, m.true_ids))
+
+
 def write_demo_report(out: Path, scores: dict, analysis: dict, truth, held: Sequence[Sample], timings: dict,
-                      budget: DemoBudget, best: str) -> Path:
+                      budget: DemoBudget, best: str, bundled: str | None = None) -> Path:
     """Write ``out/report.html`` of ``sagegan demo``: every stage with its figures and numbers.
 
-    Reads what the demo wrote under ``out`` (training logs, GAN samples, synthetic pairs,
-    segmentation overlays); ``scores`` are the held-out metrics per model (with the ``dir`` of its
-    segmentation), ``analysis`` the :func:`analyze_labels` summary of the best model, ``truth``
-    the simulator's truth table (None for a user's data). Returns the report's path.
+    Reads what the demo wrote under ``out`` (training logs and configs, GAN sample grids,
+    synthetic pairs, segmentations). ``scores`` maps each model's row name to its held-out
+    metrics with ``labels`` (one label file per ``held`` sample) and ``dir``, or to a ``note``
+    that replaces its numbers; the row of the bundled general model, if it ran, has
+    ``reference=True``. ``held`` are the held-out samples with their true labels; ``analysis``
+    is the :func:`analyze_labels` summary of ``best``; ``truth`` the simulator's truth table
+    (None for a user's data); ``bundled`` the line on the bundled general model. Returns the
+    report's path.
     """
     import imageio.v3 as iio
 
     sections = []
-    figs = [f for f in (_curve_figure(out / "phase1" / "train_log.csv", [("val_f1_50", "val F1@0.5"),
-                                                                          ("val_dice", "val Dice")], "phase 1 validation"),
-                        _curve_figure(out / "phase1" / "train_log.csv", [("loss", "training loss")], "phase 1 loss"))
-            if f]
-    sections.append(Section("1. Phase 1 — Attention U-Net", text=(
+    text, notes = _run_facts(out / "phase1", budget.seg_steps, budget.max_minutes)
+    sections.append(Section("1. Phase 1 — Attention U-Net", text=[
         "The segmenter is trained on a few labelled images at a canonical particle scale, with a 3-class "
         "(background / interior / boundary) plus normalised-distance head; a watershed on the predicted "
-        "distance separates touching particles."), figures=[("training curves", f) for f in figs]))
-    gan_figs = [f for f in (_curve_figure(out / "gan" / "train_log.csv", [("paired_l1", "paired L1"),
-                            ("cycle_l1", "cycle L1"), ("adv_image", "adversarial (image)")], "SAGE-GAN losses"),
-                            _curve_figure(out / "gan" / "train_log.csv", [("val_f1_50", "val F1@0.5")],
-                                          "segmenter during SAGE-GAN")) if f]
-    samples = sorted((out / "gan" / "samples").glob("step_*.png"))
-    if samples:
-        gan_figs.append(image_to_data_uri(iio.imread(samples[-1])))
-    sections.append(Section("2. Phase 2 — SAGE-GAN", text=(
+        "distance separates touching particles. The checkpoint with the best validation F1 is kept.", *text],
+        notes=notes, figures=_curves(out / "phase1", [
+            ("phase 1: validation F1@0.5 and Dice against the training step",
+             [("val_f1_50", "val F1@0.5"), ("val_dice", "val Dice")], "phase 1 validation"),
+            ("phase 1: training loss (mean over the steps since the previous validation)",
+             [("loss", "training loss")], "phase 1 loss")])))
+
+    text, notes = _run_facts(out / "gan", budget.gan_steps, budget.max_minutes)
+    gan_figs = _curves(out / "gan", [
+        ("phase 2: validation F1@0.5 and Dice of the jointly trained segmenter",
+         [("val_f1_50", "val F1@0.5"), ("val_dice", "val Dice")], "segmenter during SAGE-GAN"),
+        ("phase 2: generator losses", [("paired_l1", "paired L1"), ("cycle_l1", "cycle L1"),
+                                        ("adv_image", "adversarial (image)")], "SAGE-GAN losses")])
+    grids = sorted((out / "gan" / "samples").glob("step_*.png"))
+    if grids:
+        step = int(grids[-1].stem.split("_")[-1])
+        gan_figs.insert(0, (f"sample grid at step {step}: per row the mask, the real patch, the generated image",
+                            image_to_data_uri(enlarge_nearest(iio.imread(grids[-1])))))
+    elif (out / "gan").is_dir():
+        notes.append("No sample grid: phase 2 stopped before its first sample step.")
+    sections.append(Section("2. Phase 2 — SAGE-GAN", text=[
         "Generator (mask -> image, StyleUNet) and the segmenter are trained jointly against two PatchGAN "
-        "discriminators. The sample grid shows, per row: the mask, the real patch, the generated image."),
-        figures=[(f"figure {i + 1}", f) for i, f in enumerate(gan_figs)]))
+        "discriminators. The sample grid shows, per row: the mask, the real patch, the generated image.", *text],
+        notes=notes, figures=gan_figs))
+
     syn = sorted((out / "synthetic" / "images").glob("*.png"))[:4]
     if syn:
         tiles = []
@@ -671,25 +735,37 @@ def write_demo_report(out: Path, scores: dict, analysis: dict, truth, held: Sequ
             "Layouts drawn from the model fitted to the training masks (size distribution, lattice type, "
             "spacing, coverage) and rendered by the generator: images on top, their exact masks below."),
             figures=[("synthetic images and masks", image_to_data_uri(grid))]))
-    rows = [{"model": k, **{m: v[m] for m in ("mean_f1_50", "mean_precision_50", "mean_recall_50", "mean_dice",
-                                               "mean_pq")}} for k, v in scores.items()]
-    seg_figs = []
-    for name, s in scores.items():
-        for p in sorted(Path(s["dir"]).glob("*_overlay.png"))[:1]:
-            seg_figs.append((f"{name}: outlines on a held-out image", image_to_data_uri(iio.imread(p))))
+
+    noted = any(s.get("note") for s in scores.values())
+    rows = [{"model": name, **{header: s.get(key) for key, header in _DEMO_COLUMNS},
+             **({"note": s.get("note")} if noted else {})} for name, s in scores.items()]
+    seg_figs = [_match_figure(name, s["labels"][0], held[0]) for name, s in scores.items()
+                if held and s.get("labels") and not s.get("reference")]
     for p in sorted(Path(scores[best]["dir"]).glob("*_attention.png"))[:1]:
-        seg_figs.append(("finest attention-gate map (best model)", image_to_data_uri(iio.imread(p))))
-    sections.append(Section("4. Held-out images — metrics against the truth", table=rows,
-                            text="Object F1 at IoU 0.5 with one-to-one (Hungarian) matching, pixel Dice and "
-                                 "panoptic quality, averaged over the held-out images.", figures=seg_figs))
+        seg_figs.append((f"finest attention-gate map ({best})", image_to_data_uri(iio.imread(p))))
+    text, notes = _run_facts(out / "finetuned", budget.finetune_steps, budget.max_minutes)
+    sections.append(Section("4. Held-out images — metrics against the truth", table=rows, text=[
+        "Object F1, precision and recall at IoU 0.5 with one-to-one (Hungarian) matching, pixel Dice and "
+        "panoptic quality, averaged over the held-out images.",
+        *(f"Fine-tuning on real + synthetic pairs (from the phase 2 segmenter): {t}" for t in text), _MATCH_LEGEND],
+        notes=notes, figures=seg_figs))
+
+    general = [(name, s) for name, s in scores.items() if s.get("reference") and s.get("labels")]
+    sections.append(Section("5. Bundled general model, no training", text=[
+        bundled or "The bundled general model was not run.",
+        *([f"Its scores are the row '{general[0][0]}' of the table above."] if general else [])],
+        figures=[_match_figure(name, s["labels"][0], held[0]) for name, s in general if held]))
+
     batch = analysis["batch"]
     truth_numbers = demo_truth_numbers(truth, held)
     keys = ("n_particles", "ecd_px_mean", "nn_distance_px_mean", "lattice_constant_px", "psi6_global", "psi4_global")
-    sections.append(Section("5. Particle sizes and spatial order", text=(
-        f"Measured on the segmentation of the best model ({best}); the full per-image report is "
+    sections.append(Section("6. Particle sizes and spatial order", text=(
+        f"Measured on the segmentation of the best model trained here ({best}); the full per-image report is "
         "analysis/report.html."), table=[{"quantity": k, "measured": batch.get(k), "truth": truth_numbers.get(k)}
                                          for k in keys]))
-    sections.append(Section("6. Run", table={f"{k} (s)": round(v, 1) for k, v in timings.items()},
-                            preformatted=str(asdict(budget))))
+    sections.append(Section("7. Run", text=(
+        "Training is fixed in steps and seeded, so the numbers above do not depend on the machine's speed; "
+        "the wall-clock seconds below do."), table={f"{k} (s)": round(v, 1) for k, v in timings.items()},
+        preformatted=str(asdict(budget))))
     page = render_html("sagegan demo", sections, subtitle="few labels -> segmenter -> synthetic pairs -> particle report")
     return atomic_write_bytes(out / "report.html", page.encode("utf-8"))
