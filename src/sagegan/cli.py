@@ -469,7 +469,7 @@ def evaluate(
 def demo(
     out: Path = typer.Option(Path("demo_output"), "--out", help="Output folder."),
     data: Optional[Path] = typer.Option(None, "--data", help="Run on your own data folder instead."),
-    quick: bool = typer.Option(False, "--quick", help="Tiny budgets (for tests)."),
+    quick: bool = typer.Option(False, "--quick", help="A few dozen training steps instead of hundreds (a smoke test, about a minute)."),
     seed: int = SEED,
     mask_kind: str = typer.Option("auto", "--mask-kind", help="auto | binary | labels: how to read the masks "
                                   "of --data."),
