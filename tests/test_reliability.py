@@ -572,7 +572,7 @@ def test_run_folder_budget_before_the_first_validation_still_validates(make_samp
     rows = (run / "train_log.csv").read_text().split()[1:]
     assert [int(r.split(",")[0]) for r in rows] == [3] * resume + [steps]  # validated once, at the end
     assert config["best_validation"]["step"] in (3, steps) and "tuned_f1_50" in config["best_validation"]
-    assert config["postprocess"] == {"fg_threshold": 0.4}
+    assert config["postprocess"]["fg_threshold"] == 0.4  # the tuned settings, then the score calibration
     assert _json.loads((run / "last_state.json").read_text())["step"] == steps
 
 
