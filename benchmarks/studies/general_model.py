@@ -75,7 +75,8 @@ def main() -> None:
 
 
 def _model_min_score(config: dict) -> float:
-    return float(config.get("min_score") or config.get("postprocess", {}).get("min_score", 0.0))
+    """The model's tuned threshold (segment with --min-score 0 to score every particle first)."""
+    return float(config.get("postprocess", {}).get("min_score", 0.0))
 
 
 def _relabel(truth: np.ndarray) -> np.ndarray:
@@ -142,7 +143,8 @@ def _size_errors(sizes: list[dict]) -> dict:
     diff = np.concatenate([s["matched_diff"] for s in sizes])
     out = {"n_pred": int(pred.size), "n_true": int(true.size), "mean_ecd_true": float(true.mean()),
            "mean_ecd_pred": float(pred.mean()), "mean_ecd_error": float(pred.mean() - true.mean()),
-           "matched_mean_error": float(diff.mean()), "matched_mean_abs_error": float(np.abs(diff).mean()),
+           "matched_mean_error": float(diff.mean()) if diff.size else float("nan"),
+           "matched_mean_abs_error": float(np.abs(diff).mean()) if diff.size else float("nan"),
            "n_matched": int(diff.size)}
     for q in (10, 50, 90):
         out[f"d{q}_true"] = float(np.percentile(true, q))
