@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fine-tuning the bundled general model from few labels, against training from scratch (issue 18).
 #
-#   bash benchmarks/studies/finetune_few_labels.sh            # STEPS=600 SEEDS="0 1" by default
+#   bash benchmarks/studies/finetune_few_labels.sh            # STEPS=600 SEEDS="0 1" KS="4 8" ALL=1 by default
 #
 # BAM TiO2 (CC BY-NC-ND: measured here, never in shipped weights), fixed split: train = the first
 # 30 sorted ids, test = the last 10. k counts every labelled image used, validation included:
@@ -14,6 +14,8 @@ BAM=${BAM:-../shared/data/bam_tio2_sem}
 WORK=${WORK:-work/finetune}
 STEPS=${STEPS:-600}
 SEEDS=${SEEDS:-"0 1"}
+KS=${KS:-"4 8"}
+ALL=${ALL:-1}   # 0: skip the from-scratch run on all 30 images
 SAGEGAN=${SAGEGAN:-.venv/bin/sagegan}
 PY=${PY:-.venv/bin/python}
 mkdir -p "$WORK"
@@ -39,9 +41,9 @@ run() {  # run NAME K SEED INIT...
 }
 
 for seed in $SEEDS; do
-  for k in 4 8; do
+  for k in $KS; do
     run "init-k$k-s$seed" "$k" "$seed" --init general
     run "scratch-k$k-s$seed" "$k" "$seed"
   done
-  run "scratch-all-s$seed" 30 "$seed"
+  if [ "$ALL" = 1 ]; then run "scratch-all-s$seed" 30 "$seed"; fi
 done

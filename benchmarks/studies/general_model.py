@@ -61,12 +61,13 @@ def main() -> None:
         if args.nm_per_px:
             sizes.append(_sizes(pred, truth, match, args.nm_per_px))
     result = {"n_images": len(rows), "all": _scores(rows), "min_score": threshold,
-              "with_min_score": _scores(rows_thr, boot=False), "score": _score_quality(pd.concat(scored)),
+              "with_min_score": _scores(rows_thr), "score": _score_quality(pd.concat(scored)),
               "unfamiliar_warnings": sum(any("unlike the model's training data" in w for w in im.get("warnings", []))
                                          for im in config["images"])}
     if args.order_labels:
         ordered = _ordered_stems(args.order_labels)
         result["ordered"] = _scores([r for r in rows if r["image"] in ordered])
+        result["ordered_with_min_score"] = _scores([r for r, im in zip(rows_thr, rows) if im["image"] in ordered])
     if sizes:
         result["sizes_nm"] = _size_errors(sizes)
     print(json.dumps(result, indent=1))
