@@ -29,7 +29,8 @@ import pandas as pd
 from scipy.spatial import cKDTree
 
 from . import order as _order
-from .particles import MEASURE_COLUMNS, NM_COLUMNS, bootstrap_ci, measure, poisson_ci, size_distribution
+from .particles import (MEASURE_COLUMNS, MIN_RELIABLE_ECD_PX, NM_COLUMNS, bootstrap_ci, measure, poisson_ci,
+                        size_distribution)
 
 __all__ = [
     "ImageAnalysis",
@@ -73,8 +74,6 @@ _LENGTH_KEYS = tuple(f"ecd_px_{s}" for s in _SIZE_STATS) + (
 #: Summary values that are 95 % intervals ``[lo, hi]`` of px lengths, each with its nm twin.
 _CI_KEYS = ("ecd_px_mean_ci95", "ecd_px_d50_ci95")
 _NAN = float("nan")
-#: Below this median ECD, px, a particle spans too few pixels for its size to be trusted.
-MIN_RELIABLE_ECD_PX = 8.0
 
 
 def nm_key(px_key: str) -> str:

@@ -483,9 +483,12 @@ def result_warnings(labels: np.ndarray, scores: np.ndarray, postprocess: dict) -
     if areas.max() > 0.5 * labels.size:
         notes.append("one particle covers more than half of the image: probably background shading, "
                      "not a particle; check the overlay")
+    from .particles import MIN_RELIABLE_ECD_PX
+
     median = median_ecd(labels)
-    if median < 8:
-        notes.append(f"the median particle spans {median:.1f} px: sizes are unreliable below about 8 px")
+    if median < MIN_RELIABLE_ECD_PX:
+        notes.append(f"the median particle spans {median:.1f} px: sizes are unreliable below about "
+                     f"{MIN_RELIABLE_ECD_PX:g} px")
     limit = postprocess.get("unfamiliar_median_score", UNFAMILIAR_MEDIAN_SCORE)
     if scores.size and postprocess.get("score_calibration") and float(np.median(scores)) < limit:
         notes.append(f"median particle score {float(np.median(scores)):.2f} (< {limit:g}): the image looks "
@@ -527,14 +530,23 @@ def segment(image: np.ndarray | str | Path, model: str | Path | Segmenter | None
         image, nm_per_px = mg.image, mg.nm_per_px
     image = np.asarray(image, dtype=np.float32)
     seg = model if isinstance(model, Segmenter) else _cached_segmenter(str(resolve_model(model).resolve()))
-    if diameter_nm is not None:
-        if nm_per_px is None:
-            raise InputError("diameter_nm needs the pixel size: pass nm_per_px, or give diameter_px")
-        diameter_px = diameter_nm / nm_per_px
+    diameter_px = diameter_in_px(diameter_px, diameter_nm, nm_per_px, "the image")
     result = segment_image(seg, image, scale=scale, tta=tta, diameter_px=diameter_px, min_score=min_score)
     result.particles = measure(result.labels, image, nm_per_px)
     result.particles["score"] = result.scores
     return result
+
+
+def diameter_in_px(diameter_px: float | None, diameter_nm: float | None, nm_per_px: float | None,
+                   where: str | Path) -> float | None:
+    """The particle-size hint in px: ``diameter_px``, or ``diameter_nm`` through the pixel size of
+    ``where`` (an image; an :class:`InputError` naming it when its pixel size is unknown)."""
+    if diameter_nm is None:
+        return diameter_px
+    if nm_per_px is None:
+        raise InputError(f"{where}: --diameter-nm needs the pixel size, which this image does not record; "
+                         "pass --nm-per-px, or give --diameter-px")
+    return diameter_nm / nm_per_px
 
 
 # The one-liner loads a model once per process (by folder), not once per image.
@@ -691,12 +703,7 @@ def segment_batch(inputs: Sequence[str | Path], model: str | Path | Segmenter | 
         name = names[path]
         with batch.item(path):
             mg = read_micrograph(path, nm_per_px=nm_per_px, crop_bottom=crop_bottom, max_pixels=max_pixels)
-            hint = diameter_px
-            if diameter_nm is not None:
-                if mg.nm_per_px is None:
-                    raise InputError(f"{path}: --diameter-nm needs the pixel size, which this image does not "
-                                     "record; pass --nm-per-px, or give --diameter-px")
-                hint = diameter_nm / mg.nm_per_px
+            hint = diameter_in_px(diameter_px, diameter_nm, mg.nm_per_px, path)
             source = mg.metadata.get("pixel_size_source", "micrograph file") if mg.nm_per_px else None
             result = segment_image(seg, mg.image, scale=scale, tta=tta, min_area_px=min_area_px,
                                    with_gates=save_attention, diameter_px=hint, min_score=min_score)

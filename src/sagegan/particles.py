@@ -49,6 +49,9 @@ MEASURE_COLUMNS = (
 )
 #: Extra columns returned by :func:`measure` when ``nm_per_px`` is given.
 NM_COLUMNS = ("area_nm2", "ecd_nm", "feret_max_nm", "feret_min_nm")
+#: Below this median ECD, px, a particle spans too few pixels for its size to be trusted
+#: (the note of `analyze` and the warning of `segment`).
+MIN_RELIABLE_ECD_PX = 8.0
 
 
 # --------------------------------------------------------------------------- validation
