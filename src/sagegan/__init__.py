@@ -28,12 +28,15 @@ def segment(image, model=None, **options):
 # its time in the kernel re-mapping pages (BENCHMARKS.md). They must be set before the process
 # starts, so heavy commands re-execute themselves once with them.
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "68719476736"}
+# Inference keeps its per-tile buffers mapped too, but gives arrays over 128 MiB (whole-image
+# arrays of very large micrographs) back to the system when freed, so that they do not pile up.
+MALLOC_ENV_INFERENCE = {**MALLOC_ENV, "MALLOC_MMAP_THRESHOLD_": str(128 * 2**20)}
 
 
-def reexec_with_malloc_settings(args: list[str]) -> None:
-    """Replace this process by ``python <args>`` with :data:`MALLOC_ENV` set, unless they are set
-    already, the platform is not Linux, or ``SAGEGAN_NO_MALLOC_TUNING`` is set."""
+def reexec_with_malloc_settings(args: list[str], env: dict[str, str] = MALLOC_ENV) -> None:
+    """Replace this process by ``python <args>`` with the malloc settings ``env``, unless they are
+    set already, the platform is not Linux, or ``SAGEGAN_NO_MALLOC_TUNING`` is set."""
     if (sys.platform != "linux" or os.environ.get("SAGEGAN_NO_MALLOC_TUNING")
-            or all(k in os.environ for k in MALLOC_ENV)):
+            or all(k in os.environ for k in env)):
         return
-    os.execve(sys.executable, [sys.executable, *args], {**os.environ, **MALLOC_ENV})
+    os.execve(sys.executable, [sys.executable, *args], {**os.environ, **env})

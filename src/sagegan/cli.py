@@ -14,7 +14,7 @@ from typing import List, Optional
 import typer
 from typer.exceptions import TyperException
 
-from . import __version__, reexec_with_malloc_settings
+from . import MALLOC_ENV, MALLOC_ENV_INFERENCE, __version__, reexec_with_malloc_settings
 from .io import InputError
 
 app = typer.Typer(
@@ -481,6 +481,7 @@ def demo(
 
 
 HEAVY_COMMANDS = {"train-seg", "train-gan", "segment", "synthesize", "evaluate", "demo", "analyze"}
+INFERENCE_COMMANDS = {"segment", "evaluate", "analyze"}
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -496,7 +497,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         os.environ["SAGEGAN_DEBUG"] = "1"  # survives the re-exec below
     debug = bool(os.environ.get("SAGEGAN_DEBUG"))
     if HEAVY_COMMANDS & set(args[:3]):
-        reexec_with_malloc_settings(["-m", "sagegan", *args])
+        inference = INFERENCE_COMMANDS & set(args[:3])
+        reexec_with_malloc_settings(["-m", "sagegan", *args], MALLOC_ENV_INFERENCE if inference else MALLOC_ENV)
     try:
         status = app(args=args, prog_name="sagegan", standalone_mode=False)
     except typer.Exit as exc:

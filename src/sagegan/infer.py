@@ -245,9 +245,12 @@ def instances_from_maps(probs: np.ndarray, distance: np.ndarray, fg_threshold: f
     foreground = probs[0] < 1.0 - fg_threshold
     seeds, n = ndi.label((distance > seed_threshold) & foreground)
     labels = _watershed(distance, seeds, foreground) if n else np.zeros(foreground.shape, np.int32)
+    del seeds  # full-size arrays are released or updated in place: a large image holds several
     orphans, n_orphans = ndi.label(foreground & (labels == 0))
     if n_orphans:
-        labels = np.where(orphans > 0, orphans + labels.max(), labels)
+        orphans[orphans > 0] += labels.max()
+        labels += orphans  # orphans lie where labels are 0
+    del orphans
     if min_area_px > 0 and labels.any():
         areas = np.bincount(labels.ravel())
         small = areas < min_area_px
@@ -255,7 +258,7 @@ def instances_from_maps(probs: np.ndarray, distance: np.ndarray, fg_threshold: f
         labels[small[labels]] = 0
     from skimage.segmentation import relabel_sequential
 
-    return relabel_sequential(labels.astype(np.int32))[0]
+    return relabel_sequential(labels.astype(np.int32, copy=False))[0]
 
 
 # Images above this many pixels are flooded block by block, each block with a margin of a few
@@ -447,8 +450,10 @@ def particle_scores(labels: np.ndarray, probs: np.ndarray, distance: np.ndarray)
     if n == 0:
         return np.zeros(0)
     index = np.arange(1, n + 1)
-    foreground = 1.0 - ndi.mean(probs[0], labels, index)
-    core = np.clip(ndi.maximum(distance, labels, index), 0.0, 1.0)
+    inside = labels > 0  # the particles' pixels only: ndimage sorts what it is given
+    ids = labels[inside]
+    foreground = 1.0 - ndi.mean(probs[0][inside], ids, index)
+    core = np.clip(ndi.maximum(distance[inside], ids, index), 0.0, 1.0)
     return np.clip(np.asarray(foreground) * np.asarray(core), 0.0, 1.0)
 
 
@@ -462,11 +467,12 @@ def calibrated_scores(raw: np.ndarray, postprocess: dict) -> np.ndarray:
 
 
 def _drop_low_scores(labels: np.ndarray, scores: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Drop the particles scoring under ``threshold``; ``labels`` is changed in place (it may be huge)."""
     from skimage.segmentation import relabel_sequential
 
     keep = np.concatenate([[False], scores >= threshold])
-    labels = np.where(keep[labels], labels, 0)
-    return relabel_sequential(labels)[0].astype(np.int32), scores[keep[1:]]
+    labels[~keep[labels]] = 0
+    return relabel_sequential(labels)[0].astype(np.int32, copy=False), scores[keep[1:]]
 
 
 # An image whose particles score this low, in the median, looks unlike the model's training data.
