@@ -407,6 +407,40 @@ def _stems(split: Path) -> list:
 
 
 @app.command()
+def adapt(
+    images: Path = typer.Option(..., "--images", help="Folder (or file pattern) of unlabelled micrographs of the "
+                                "target domain, in any format segment reads."),
+    out: Path = typer.Option(..., "--out", help="RUN folder to write (a segmenter run: segment --model RUN)."),
+    model: Optional[str] = typer.Option(None, "--model", help="general (default) | general@VERSION | RUN: the "
+                                        "source model to adapt."),
+    method: str = typer.Option("pseudo-label", "--method", help="pseudo-label | copy-paste | sage-gan"),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Segmenter training steps (sage-gan: as many "
+                                        "GAN steps before them); a seeded run repeats exactly. Default 600 "
+                                        "unless --max-minutes is given."),
+    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Cap on the whole run's wall clock."),
+    seed: int = SEED,
+    min_score: float = typer.Option(0.5, "--min-score", min=0.0, max=0.99, help="Least score of a particle taken "
+                                    "as a pseudo-label."),
+    source: Optional[Path] = typer.Option(None, "--source", help="Labelled data folder of the source domain "
+                                          "(images/ + masks/) to train on as well."),
+    crop_bottom: int = CROP,
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in RUN."),
+) -> None:
+    """Adapt a segmenter to your unlabelled micrographs (no labels needed)."""
+    from .adapt import AdaptConfig, adapt as run_adapt
+    from .runs import TrainingInterrupted
+
+    cfg = AdaptConfig(method=method, steps=steps, max_minutes=max_minutes, seed=seed, min_score=min_score,
+                      crop_bottom=crop_bottom, device=device)
+    try:
+        run = run_adapt(images, out, model=model, config=cfg, source=source, resume=resume)
+    except TrainingInterrupted as stop:
+        _interrupted("adapt", stop)
+    typer.echo(f"adapted segmenter written to {run} (segment --model {run})")
+
+
+@app.command()
 def synthesize(
     model: Path = typer.Option(..., "--model", help="GANRUN folder."),
     n: int = typer.Option(..., "--n", min=1, help="Number of pairs."),
@@ -480,7 +514,7 @@ def demo(
     run_demo(out, data=data, quick=quick, seed=seed, mask_kind=mask_kind)
 
 
-HEAVY_COMMANDS = {"train-seg", "train-gan", "segment", "synthesize", "evaluate", "demo", "analyze"}
+HEAVY_COMMANDS = {"train-seg", "train-gan", "adapt", "segment", "synthesize", "evaluate", "demo", "analyze"}
 INFERENCE_COMMANDS = {"segment", "evaluate", "analyze"}
 
 

@@ -128,14 +128,17 @@ class PreparedImage:
     distance: np.ndarray     # float32 normalised distance
     scale: float             # zoom to canonical particle size
     median_diameter_px: float
+    ignore: np.ndarray | None = None   # bool: pixels left out of the loss (weight 0)
 
 
 def prepare(sample: Sample, canonical_diameter_px: float | None) -> PreparedImage:
     """Normalise one sample and compute its scale-free targets."""
     diameter = median_ecd(sample.labels)
     scale = 1.0 if canonical_diameter_px is None else scale_factor_for(diameter, canonical_diameter_px)
+    ignore = getattr(sample, "ignore", None)
     return PreparedImage(sample.stem, normalise_percentile(sample.image), sample.labels.astype(np.int32),
-                         normalised_distance(sample.labels), scale, diameter)
+                         normalised_distance(sample.labels), scale, diameter,
+                         None if ignore is None or not ignore.any() else np.asarray(ignore, bool))
 
 
 def _zoom_crop(arr: np.ndarray, y0: float, x0: float, src: float, size: int, order: int) -> np.ndarray:
@@ -168,7 +171,7 @@ def sample_patch(item: PreparedImage, size: int, rng: np.random.Generator,
     """One training patch: (image, classes, distance, weights), each (size, size).
 
     With probability ``foreground_bias`` the patch is centred on a random particle pixel, so
-    sparse images still teach the particles.
+    sparse images still teach the particles. Pixels of ``item.ignore`` get weight 0.
     """
     aug = augment or Augment(flips_rot90=False, scale_jitter=0.0, brightness=0, contrast=0, gamma=0,
                              blur_prob=0, noise_prob=0)
@@ -189,16 +192,22 @@ def sample_patch(item: PreparedImage, size: int, rng: np.random.Generator,
     image = _zoom_crop(item.image, y0, x0, src, size, order=1)
     labels = _zoom_crop(item.labels, y0, x0, src, size, order=0).astype(np.int32)
     distance = _zoom_crop(item.distance, y0, x0, src, size, order=1)
+    arrays = [image, labels, distance]
+    if item.ignore is not None:
+        arrays.append(_zoom_crop(item.ignore.view(np.uint8), y0, x0, src, size, order=0) > 0)
     if aug.flips_rot90:
         k = int(rng.integers(4))
         flip = bool(rng.integers(2))
-        image, labels, distance = (np.rot90(a, k) for a in (image, labels, distance))
+        arrays = [np.rot90(a, k) for a in arrays]
         if flip:
-            image, labels, distance = (a[:, ::-1] for a in (image, labels, distance))
+            arrays = [a[:, ::-1] for a in arrays]
+    image, labels, distance = arrays[:3]
     image = _photometric(np.ascontiguousarray(image), rng, aug)
     labels = np.ascontiguousarray(labels)
-    return (image.astype(np.float32), class_map(labels), np.ascontiguousarray(distance, np.float32),
-            gap_weights(labels))
+    weights = gap_weights(labels)
+    if item.ignore is not None:
+        weights[arrays[3]] = 0.0
+    return (image.astype(np.float32), class_map(labels), np.ascontiguousarray(distance, np.float32), weights)
 
 
 def _photometric(image: np.ndarray, rng: np.random.Generator, aug: Augment) -> np.ndarray:

@@ -843,6 +843,9 @@ class Sample:
     nm_per_px: float | None = None
     image_path: Path | None = None
     mask_path: Path | None = None
+    # pixels whose label is unknown (bool, the image's shape): left out of the segmentation loss;
+    # pseudo-labels of unlabelled images have them (sagegan.adapt)
+    ignore: np.ndarray | None = None
 
 
 def _stem(name: str) -> str:

@@ -57,11 +57,16 @@ def segmentation_loss(outputs: torch.Tensor, classes: torch.Tensor, distance: to
     outputs : (B, 4, H, W) raw network output.
     classes : (B, H, W) long, 0/1/2.
     distance : (B, H, W) float, normalised distance target.
-    weights : (B, H, W) per-pixel weights of the class term (gaps between touching particles).
+    weights : (B, H, W) per-pixel weights of the class term (gaps between touching particles);
+        pixels of weight 0 (unknown labels) are left out of every term.
     """
     logits = outputs[:, :N_CLASSES]
     onehot = F.one_hot(classes, N_CLASSES).permute(0, 3, 1, 2).to(logits.dtype)
     probs = logits.softmax(1)
+    known = None
+    if weights is not None and bool((weights == 0).any()):
+        known = (weights > 0).to(logits.dtype)
+        probs, onehot = probs * known[:, None], onehot * known[:, None]
     ce = F.cross_entropy(logits, classes, reduction="none")
     if kind == "ce_dice":
         pixel = ce
@@ -75,8 +80,11 @@ def segmentation_loss(outputs: torch.Tensor, classes: torch.Tensor, distance: to
     if weights is not None:
         pixel = pixel * weights
     dist_pred = torch.sigmoid(outputs[:, N_CLASSES])
-    dist_term = F.mse_loss(dist_pred, distance)
-    return pixel.mean() + overlap + distance_weight * dist_term
+    if known is None:
+        return pixel.mean() + overlap + distance_weight * F.mse_loss(dist_pred, distance)
+    n_known = known.sum().clamp_min(1.0)
+    dist_term = ((dist_pred - distance) ** 2 * known).sum() / n_known
+    return pixel.sum() / n_known + overlap + distance_weight * dist_term
 
 
 # --------------------------------------------------------------------------------------------

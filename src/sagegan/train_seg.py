@@ -56,6 +56,9 @@ class SegTrainConfig:
     # Checkpoints are chosen on an exponential moving average of the validation score (this weight
     # on the past), so that one lucky validation on a few images does not pick the model.
     selection_smoothing: float = 0.5
+    # "best": the checkpoint of the best (smoothed) validation score; "last": the latest weights
+    # (label-free adaptation, which has no validation labels)
+    checkpoint: str = "best"
     val_fraction: float = 0.1
     seed: int = 0
     device: str = "auto"
@@ -64,6 +67,8 @@ class SegTrainConfig:
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
             raise ValueError(f"unknown --arch {self.arch!r} (expected {' or '.join(ARCHS)})")
+        if self.checkpoint not in ("best", "last"):
+            raise ValueError(f"unknown checkpoint choice {self.checkpoint!r} (expected best or last)")
         if self.patch_size % 2 ** (len(self.widths) - 1):
             raise ValueError(f"patch size {self.patch_size} must be divisible by {2 ** (len(self.widths) - 1)}")
         if isinstance(self.augment, dict):
@@ -95,10 +100,10 @@ def config_from_init(cfg: SegTrainConfig, init_folder: str | Path) -> SegTrainCo
                    canonical_diameter_px=config.get("canonical_diameter_px"))
 
 
-def train_segmenter(train: Sequence[Sample], out: str | Path, config: SegTrainConfig | None = None,
+def train_segmenter(train: Sequence[Sample], out: str | Path | RunFolder, config: SegTrainConfig | None = None,
                     val: Sequence[Sample] | None = None, resume: bool = False, progress: bool = True,
                     init_weights: str | Path | None = None, callbacks: TrainingCallbacks | None = None,
-                    overwrite: bool = False) -> Path:
+                    overwrite: bool = False, record: dict | None = None) -> Path:
     """Train a segmenter; writes ``segmenter.safetensors``, ``config.json`` and ``train_log.csv`` to ``out``.
 
     Parameters
@@ -109,22 +114,27 @@ def train_segmenter(train: Sequence[Sample], out: str | Path, config: SegTrainCo
     init_weights : a segmenter.safetensors to start from (fine-tuning).
     callbacks : hooks called after every step and every validation.
     overwrite : replace the run in a non-empty ``out`` (kept as ``out.bak-<time>``); without it, or
-        ``resume``, a non-empty ``out`` is refused.
+        ``resume``, a non-empty ``out`` is refused. A :class:`RunFolder` that the caller holds is
+        used as it is.
+    record : extra keys for the run's config.json (e.g. how ``sagegan adapt`` made the data).
 
     Raises :class:`sagegan.runs.TrainingInterrupted` after SIGINT/SIGTERM, once the run is saved.
     """
     cfg = config or SegTrainConfig()
     if not train:
         raise InputError("no training images")
+    if isinstance(out, RunFolder):
+        _train(out, train, cfg, val, resume, progress, init_weights, callbacks, record)
+        return out.final
     folder = RunFolder(out, resume=resume, overwrite=overwrite)
     with folder:
-        _train(folder, train, cfg, val, resume, progress, init_weights, callbacks)
+        _train(folder, train, cfg, val, resume, progress, init_weights, callbacks, record)
     return folder.final
 
 
 def _train(folder: RunFolder, train: Sequence[Sample], cfg: SegTrainConfig, val: Sequence[Sample] | None,
            resume: bool, progress: bool, init_weights: str | Path | None,
-           callbacks: TrainingCallbacks | None) -> None:
+           callbacks: TrainingCallbacks | None, record: dict | None = None) -> None:
     out = folder.path
     if val is None:
         train, val = split_validation(train, cfg.val_fraction, cfg.seed)
@@ -149,6 +159,7 @@ def _train(folder: RunFolder, train: Sequence[Sample], cfg: SegTrainConfig, val:
         run_config["postprocess"] = {**run_config["postprocess"], **init_config.get("postprocess", {})}
         run_config["init"] = {"path": str(init_folder), "name": init_config.get("name"),
                               "version": init_config.get("version"), "sha256": weights_sha256(init_weights)}
+    run_config.update(record or {})
     saved = TrainingState({"model": net}, {"opt": opt}, sched, rng)
     loop = _Loop(folder, cfg, train_items, val_items, Segmenter(net, run_config, folder.final), opt, sched, saved,
                  device, callbacks or TrainingCallbacks())
@@ -279,7 +290,7 @@ class _Loop:
         if "smoothed" in state and math.isfinite(state["smoothed"]):
             score = self.cfg.selection_smoothing * state["smoothed"] + (1.0 - self.cfg.selection_smoothing) * score
         state["smoothed"] = score
-        if score >= state["best_f1"]:
+        if score >= state["best_f1"] or self.cfg.checkpoint == "last":
             state["best_f1"], state["bad_validations"] = score, 0
             run_config["best_validation"] = {"step": state["step"], "f1_50": f1, "dice": dice,
                                              "smoothed_score": score}

@@ -1,0 +1,116 @@
+"""``sagegan adapt``: label-free adaptation runs, repeats, resumes and refuses bad folders in one line."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import simulated_samples, write_data_folder
+
+TINY_ADAPT = dict(steps=6, batch_size=2, patch_size=64, gan_patch_size=64, gan_batch_size=2, device="cpu",
+                  min_score=0.0, gan_options=dict(generator_widths=(8, 16, 32), latent_dim=16, disc_channels=8))
+
+
+@pytest.fixture(scope="module")
+def target_images(tmp_path_factory):
+    """Unlabelled target micrographs: simulated TEM (dark particles), another domain than the SEM source."""
+    from sagegan.io import write_image
+    from sagegan.simulate import simulate_micrograph
+
+    folder = tmp_path_factory.mktemp("targets")
+    for i in range(3):
+        sim = simulate_micrograph(96, layout="hex", modality="sem", seed=40 + i, mean_diameter_px=14.0)
+        write_image(folder / f"t{i}.png", sim.image)
+    return folder
+
+
+def _adapt(target_images, seg_run, out, method, **options):
+    from sagegan.adapt import AdaptConfig, adapt
+
+    cfg = AdaptConfig(method=method, **{**TINY_ADAPT, **options})
+    return adapt(target_images, out, model=seg_run[0], config=cfg, progress=False)
+
+
+@pytest.mark.parametrize("method", ["pseudo-label", "copy-paste", "sage-gan"])
+def test_each_method_writes_a_run_that_segment_accepts(target_images, seg_run, tmp_path, method):
+    from sagegan.infer import segment_image
+    from sagegan.io import read_json, read_micrograph
+    from sagegan.runs import load_segmenter
+
+    run = _adapt(target_images, seg_run, tmp_path / "run", method)
+    config = read_json(run / "config.json")
+    assert config["adapt"]["method"] == method
+    assert config["adapt"]["target_stems"] == ["t0", "t1", "t2"]
+    assert config["adapt"]["source_model"]["path"] == str(seg_run[0])
+    assert config["steps"] == TINY_ADAPT["steps"]
+    seg = load_segmenter(run)
+    result = segment_image(seg, read_micrograph(target_images / "t0.png").image, scale=1.0)
+    assert result.labels.shape == (96, 96)
+    if method == "sage-gan":
+        assert (run / "gan" / "generator.safetensors").exists()
+        assert len(list((run / "synthetic" / "images").iterdir())) == 3 * 4
+
+
+def test_a_seeded_run_repeats_exactly_and_resumes(target_images, seg_run, tmp_path):
+    from sagegan.runs import load_tensors
+
+    a = _adapt(target_images, seg_run, tmp_path / "a", "copy-paste")
+    b = _adapt(target_images, seg_run, tmp_path / "b", "copy-paste")
+    wa, wb = load_tensors(a / "segmenter.safetensors"), load_tensors(b / "segmenter.safetensors")
+    assert all(np.array_equal(wa[k].numpy(), wb[k].numpy()) for k in wa)
+    # a run of 3 steps, continued to 6 with --resume, ends where the 6-step run ends
+    from sagegan.adapt import AdaptConfig, adapt
+
+    _adapt(target_images, seg_run, tmp_path / "c", "copy-paste", steps=3)
+    c = adapt(target_images, tmp_path / "c", model=seg_run[0], config=AdaptConfig(method="copy-paste", **TINY_ADAPT),
+              resume=True, progress=False)
+    wc = load_tensors(c / "segmenter.safetensors")
+    assert all(np.allclose(wa[k].numpy(), wc[k].numpy(), atol=1e-5) for k in wa)
+
+
+def test_pseudo_labels_leave_unsure_pixels_out(seg_run):
+    from sagegan.adapt import pseudo_label
+    from sagegan.runs import load_segmenter
+
+    seg = load_segmenter(seg_run[0])
+    image = seg_run[1][0].image
+    everything = pseudo_label(seg, image, "x", min_score=0.0)
+    strict = pseudo_label(seg, image, "x", min_score=0.999)
+    assert everything.n_confident > 0 and strict.n_confident < everything.n_confident
+    assert not (strict.sample.ignore & (strict.sample.labels > 0)).any()
+    assert strict.sample.ignore.sum() >= everything.sample.ignore.sum()
+
+
+def test_refusals_are_one_line(seg_run, tmp_path, target_images):
+    from sagegan.adapt import AdaptConfig, adapt
+    from sagegan.io import InputError
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no image files"):
+        adapt(tmp_path / "empty", tmp_path / "r1", model=seg_run[0], config=AdaptConfig(**TINY_ADAPT), progress=False)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(InputError, match="broken.png"):
+        adapt(bad, tmp_path / "r2", model=seg_run[0], config=AdaptConfig(**TINY_ADAPT), progress=False)
+    with pytest.raises(InputError, match="too few to adapt on"):
+        adapt(target_images, tmp_path / "r3", model=seg_run[0], progress=False,
+              config=AdaptConfig(**{**TINY_ADAPT, "min_score": 0.99}))
+    (tmp_path / "r4").mkdir()
+    (tmp_path / "r4" / "x").write_text("")
+    with pytest.raises(InputError, match="not empty"):
+        adapt(target_images, tmp_path / "r4", model=seg_run[0], config=AdaptConfig(**TINY_ADAPT), progress=False)
+
+
+def test_copy_paste_pairs_have_exact_masks(make_samples):
+    from sagegan.copy_paste import copy_paste_pairs
+
+    samples = make_samples(2, size=96)
+    pairs = copy_paste_pairs(samples, 3, np.random.default_rng(0))
+    assert len(pairs) == 3
+    for p in pairs:
+        n = len(np.unique(p.labels)) - 1
+        assert n >= 5
+        assert p.image.shape == p.labels.shape == (96, 96)
+        # every pasted particle is one connected piece of pixels taken from a real particle
+        assert 0.0 <= p.image.min() and p.image.max() <= 1.0
