@@ -114,3 +114,47 @@ def test_copy_paste_pairs_have_exact_masks(make_samples):
         assert p.image.shape == p.labels.shape == (96, 96)
         # every pasted particle is one connected piece of pixels taken from a real particle
         assert 0.0 <= p.image.min() and p.image.max() <= 1.0
+
+
+def test_train_seg_copy_paste_adds_pasted_pairs(tmp_path):
+    from conftest import TINY_SEG
+
+    from sagegan.io import read_json
+    from sagegan.train_seg import SegTrainConfig, train_segmenter
+
+    samples = simulated_samples(3)
+    cfg = SegTrainConfig(**{**TINY_SEG, "val_every": 2}, epochs=1, max_steps=2, canonical_diameter_px=14.0,
+                         copy_paste_per_image=2.0)
+    run = train_segmenter(samples[1:], tmp_path / "run", cfg, val=samples[:1], progress=False)
+    data = read_json(run / "config.json")["data"]
+    assert data["n_train"] == 2 + 4
+    assert sum(s.startswith("paste_") for s in data["train_stems"]) == 4
+
+
+def test_train_gan_unlabeled_images_feed_the_cycle(seg_run, tmp_path):
+    from conftest import TINY_GAN
+
+    import pandas as pd
+
+    from sagegan.io import read_json
+    from sagegan.train_gan import GanTrainConfig, train_gan
+
+    seg_dir, samples = seg_run
+    cfg = GanTrainConfig(**{**TINY_GAN, "val_every": 3, "sample_every": 3}, steps=3, seed=0)
+    targets = [1.0 - s.image for s in simulated_samples(2, seed=50)]  # inverted contrast: another look
+    with_unlabeled = train_gan(samples, seg_dir, tmp_path / "u", cfg, val=[], progress=False, unlabeled=targets)
+    without = train_gan(samples, seg_dir, tmp_path / "p", cfg, val=[], progress=False)
+    assert read_json(with_unlabeled / "config.json")["data"]["n_unlabeled"] == 2
+    a, b = pd.read_csv(with_unlabeled / "train_log.csv"), pd.read_csv(without / "train_log.csv")
+    assert a["cycle_l1"].iloc[-1] != b["cycle_l1"].iloc[-1]
+
+
+def test_a_split_chooses_the_images(target_images, seg_run, tmp_path):
+    from sagegan.adapt import AdaptConfig, adapt
+    from sagegan.io import read_json
+
+    split = tmp_path / "ids.txt"
+    split.write_text("t0\nt2\n")
+    run = adapt(target_images, tmp_path / "run", model=seg_run[0], progress=False, split=split,
+                config=AdaptConfig(**{**TINY_ADAPT, "steps": 1}))
+    assert read_json(run / "config.json")["adapt"]["target_stems"] == ["t0", "t2"]

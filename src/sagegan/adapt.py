@@ -34,7 +34,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from .data import Augment
-from .io import InputError, Sample, expand_inputs, read_json, read_micrograph
+from .io import InputError, Sample, read_json, read_micrographs
 from .runs import (SEGMENTER_FILE, RunFolder, Segmenter, check_run_folder, load_segmenter, model_provenance,
                    resolve_model)
 
@@ -113,27 +113,11 @@ def pseudo_label(seg: Segmenter, image: np.ndarray, stem: str, min_score: float,
                        int(keep.sum()))
 
 
-def read_targets(images: str | Path | Sequence[str | Path], crop_bottom: int = 0) -> list[tuple[str, np.ndarray,
-                                                                                                float | None]]:
-    """(stem, image, nm/px) of every micrograph in a folder, file list or pattern; a bad file is one line."""
-    inputs = [images] if isinstance(images, (str, Path)) else list(images)
-    files = expand_inputs(inputs)
-    stems = [f.stem for f in files]
-    if len(set(stems)) < len(stems):
-        twice = sorted({s for s in stems if stems.count(s) > 1})
-        raise InputError(f"{', '.join(map(str, inputs))}: several images named {twice[0]!r}; give each image its "
-                         "own name")
-    targets = []
-    for f in files:
-        mg = read_micrograph(f, crop_bottom=crop_bottom)
-        targets.append((f.stem, mg.image, mg.nm_per_px))
-    return targets
-
-
 def adapt(images: str | Path | Sequence[str | Path], out: str | Path, model: str | Path | None = None,
           config: AdaptConfig | None = None, source: str | Path | None = None, resume: bool = False,
-          progress: bool = True) -> Path:
-    """Adapt ``model`` to the unlabelled ``images``; writes a segmenter run folder to ``out``.
+          progress: bool = True, split: str | Path | None = None) -> Path:
+    """Adapt ``model`` to the unlabelled ``images`` (a folder, files or patterns; only the stems
+    listed in ``split`` when given); writes a segmenter run folder to ``out``.
 
     Raises :class:`sagegan.runs.TrainingInterrupted` after SIGINT/SIGTERM, once the run is saved
     (continue with ``resume``).
@@ -143,7 +127,7 @@ def adapt(images: str | Path | Sequence[str | Path], out: str | Path, model: str
     out = Path(out)
     source_folder = resolve_model(model)
     check_run_folder(out, resume)  # before the slow part
-    targets = read_targets(images, cfg.crop_bottom)
+    targets = read_micrographs(images, cfg.crop_bottom, split)
     seg = load_segmenter(source_folder)
     pseudo = _pseudo_labels(seg, targets, cfg.min_score, progress)
     n_confident = sum(p.n_confident for p in pseudo)
@@ -154,6 +138,7 @@ def adapt(images: str | Path | Sequence[str | Path], out: str | Path, model: str
     source_pairs = _source_pairs(source, cfg.crop_bottom) if source is not None else []
     record = {"adapt": {**asdict(cfg), "source_model": {"path": str(source_folder), **model_provenance(seg)},
                         "images": [str(Path(p)) for p in ([images] if isinstance(images, (str, Path)) else images)],
+                        "split": str(split) if split is not None else None,
                         "target_stems": [p.sample.stem for p in pseudo], "n_confident_particles": n_confident,
                         "n_found_particles": int(sum(len(np.unique(p.all_labels)) - 1 for p in pseudo)),
                         "source_data": str(source) if source is not None else None,

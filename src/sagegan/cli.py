@@ -146,6 +146,9 @@ def train_seg(
                                       "inverted contrast (teaches both polarities: bright SEM, dark TEM particles)."),
     gradient: float = typer.Option(0.0, "--gradient", min=0.0, max=1.0, help="Strength of a random "
                                    "illumination ramp added to patches."),
+    augment: str = typer.Option("none", "--augment", help="none | copy-paste: add pairs made by pasting the "
+                                "labelled particles into new random layouts on the images' backgrounds (two per "
+                                "training image)."),
     batch_size: int = typer.Option(8, "--batch-size", min=1),
     lr: float = typer.Option(1e-3, "--lr"),
     val_every: int = typer.Option(150, "--val-every", min=1, help="Steps between validations."),
@@ -165,12 +168,14 @@ def train_seg(
 
     if scale not in ("canonical", "native"):
         raise ValueError(f"--scale must be canonical or native, got {scale!r}")
+    if augment not in ("none", "copy-paste"):
+        raise ValueError(f"--augment must be none or copy-paste, got {augment!r}")
     cfg = SegTrainConfig(arch=arch, loss=loss, widths=_int_list(widths, "--widths"), norm=norm,
                          dropout=dropout, bottleneck_attention=bottleneck_attention,
                          canonical_diameter_px=diameter if scale == "canonical" else None,
                          patch_size=patch_size, batch_size=batch_size, lr=lr, epochs=epochs, max_steps=max_steps,
                          max_minutes=max_minutes, val_every=val_every, val_max_images=val_max_images,
-                         seed=seed, device=device,
+                         seed=seed, device=device, copy_paste_per_image=2.0 if augment == "copy-paste" else 0.0,
                          augment=Augment(scale_jitter=scale_jitter, invert_prob=invert_prob, gradient=gradient))
     init_weights = None
     if init is not None:
@@ -335,6 +340,9 @@ def train_gan(
                                              "phase 1 run's validation stems)."),
     seg: Path = typer.Option(..., "--seg", help="Phase 1 RUN folder (the segmenter to embed)."),
     out: Path = typer.Option(..., "--out", help="GANRUN folder to write."),
+    unlabeled: Optional[Path] = typer.Option(None, "--unlabeled", help="Folder (or file pattern) of extra images "
+                                             "without masks: the cycle runs on them, and the image discriminator "
+                                             "takes them as real images."),
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Hard time budget."),
     steps: int = typer.Option(4000, "--steps", min=1, help="GAN iterations."),
     seed: int = SEED,
@@ -391,10 +399,15 @@ def train_gan(
     train = [s for s in samples if s.stem not in val_stems]
     source = {"images": str(images_dir.resolve()), "masks": str(masks_dir.resolve()),
               "split": str(split.resolve()) if split else None, "crop_bottom": crop_bottom,
-              "mask_kind": mask_kind}
+              "mask_kind": mask_kind, "unlabeled": str(unlabeled.resolve()) if unlabeled else None}
+    extra = None
+    if unlabeled is not None:
+        from .io import read_micrographs
+
+        extra = [image for _, image, _ in read_micrographs(unlabeled, crop_bottom)]
     try:
         run = run_train_gan(train, seg, out, cfg, val=val or None, resume=resume, data_source=source,
-                            overwrite=overwrite)
+                            overwrite=overwrite, unlabeled=extra)
     except TrainingInterrupted as stop:
         _interrupted("train-gan", stop)
     typer.echo(f"SAGE-GAN written to {run}")
@@ -423,6 +436,7 @@ def adapt(
                                     "as a pseudo-label."),
     source: Optional[Path] = typer.Option(None, "--source", help="Labelled data folder of the source domain "
                                           "(images/ + masks/) to train on as well."),
+    split: Optional[Path] = typer.Option(None, "--split", help="Only the images whose stems this file lists."),
     crop_bottom: int = CROP,
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in RUN."),
@@ -434,7 +448,7 @@ def adapt(
     cfg = AdaptConfig(method=method, steps=steps, max_minutes=max_minutes, seed=seed, min_score=min_score,
                       crop_bottom=crop_bottom, device=device)
     try:
-        run = run_adapt(images, out, model=model, config=cfg, source=source, resume=resume)
+        run = run_adapt(images, out, model=model, config=cfg, source=source, resume=resume, split=split)
     except TrainingInterrupted as stop:
         _interrupted("adapt", stop)
     typer.echo(f"adapted segmenter written to {run} (segment --model {run})")

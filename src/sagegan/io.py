@@ -986,6 +986,29 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
     return files
 
 
+def read_micrographs(inputs: str | Path | Sequence[str | Path], crop_bottom: int = 0,
+                     split: str | Path | None = None) -> list[tuple[str, np.ndarray, float | None]]:
+    """(stem, image, nm/px) of every micrograph in folders, files or patterns (only the stems in
+    ``split`` when given), e.g. unlabelled images; a bad file or a repeated stem is one line."""
+    items = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
+    files = expand_inputs(items)
+    if split is not None:
+        wanted = set(read_split(split))
+        files = [f for f in files if f.stem in wanted]
+        if not files:
+            raise InputError(f"{split}: none of the images in {', '.join(map(str, items))} is named in the split")
+    stems = [f.stem for f in files]
+    if len(set(stems)) < len(stems):
+        twice = sorted({s for s in stems if stems.count(s) > 1})
+        raise InputError(f"{', '.join(map(str, items))}: several images named {twice[0]!r}; give each image its "
+                         "own name")
+    out = []
+    for f in files:
+        mg = read_micrograph(f, crop_bottom=crop_bottom)
+        out.append((f.stem, mg.image, mg.nm_per_px))
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # label images for analysis: which files hold labels, where their micrographs are, and which
 # pixel size applies (``sagegan analyze`` reads what ``sagegan segment`` writes, or any masks)

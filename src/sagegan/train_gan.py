@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import Augment, N_CLASSES, PreparedImage, make_batch, prepare
+from .data import Augment, N_CLASSES, PreparedImage, make_batch, normalise_percentile, prepare
 from .io import InputError, Sample, read_json, write_image, write_json
 from .losses import (FeaturePerceptualLoss, foreground_boundary_channels, lsgan_d_loss, lsgan_g_loss,
                      segmentation_loss, soft_mask_from_logits, straight_through_mask)
@@ -180,7 +180,7 @@ def _mask_input(logits: torch.Tensor, mode: str) -> torch.Tensor:
 def train_gan(train: Sequence[Sample], seg_run: str | Path, out: str | Path, config: GanTrainConfig | None = None,
               val: Sequence[Sample] | None = None, resume: bool = False, progress: bool = True,
               data_source: dict | None = None, callbacks: TrainingCallbacks | None = None,
-              overwrite: bool = False) -> Path:
+              overwrite: bool = False, unlabeled: Sequence[np.ndarray] | None = None) -> Path:
     """Train SAGE-GAN from a phase 1 RUN folder; writes a GANRUN folder to ``out``.
 
     The GANRUN holds ``generator.safetensors``, both discriminators, the fine-tuned
@@ -191,20 +191,28 @@ def train_gan(train: Sequence[Sample], seg_run: str | Path, out: str | Path, con
     step and every validation. A non-empty ``out`` is refused unless ``resume`` or ``overwrite``
     (see :class:`sagegan.runs.RunFolder`), and so is ``out`` equal to ``seg_run``. Raises
     :class:`sagegan.runs.TrainingInterrupted` after SIGINT/SIGTERM, once the run is saved.
+
+    ``unlabeled`` images (float arrays, no masks) feed the image side: the cycle
+    (image -> S -> mask -> G -> image) then runs on them instead of the labelled images, and the
+    image discriminator takes them as real images beside the labelled ones. Each is zoomed to the
+    canonical scale by the segmenter's zoom search.
     """
     cfg = config or GanTrainConfig()
     if not train:
         raise InputError("no training images")
+    if unlabeled and cfg.style_encoder:
+        raise ValueError("--unlabeled and --style-encoder cannot be combined yet: the style encoder's paired and "
+                         "cycle terms need the same image")
     check_distinct_folders(out, seg_run, "--seg")
     folder = RunFolder(out, resume=resume, overwrite=overwrite)
     with folder:
-        _train(folder, train, seg_run, cfg, val, resume, progress, data_source, callbacks)
+        _train(folder, train, seg_run, cfg, val, resume, progress, data_source, callbacks, unlabeled or [])
     return folder.final
 
 
 def _train(folder: RunFolder, train: Sequence[Sample], seg_run: str | Path, cfg: GanTrainConfig,
            val: Sequence[Sample] | None, resume: bool, progress: bool, data_source: dict | None,
-           callbacks: TrainingCallbacks | None) -> None:
+           callbacks: TrainingCallbacks | None, unlabeled: Sequence[np.ndarray] = ()) -> None:
     out = folder.path
     device = resolve_device(cfg.device)
     seg = load_segmenter(seg_run, device)
@@ -215,10 +223,12 @@ def _train(folder: RunFolder, train: Sequence[Sample], seg_run: str | Path, cfg:
     latent_rng = torch.Generator(device="cpu").manual_seed(cfg.seed)
     train_items = [prepare(s, seg.canonical_diameter_px) for s in train]
     val_items = [prepare(s, seg.canonical_diameter_px) for s in list(val)[: cfg.val_max_images]]
+    unlabeled_items = [_unlabeled_item(seg, image, f"unlabeled_{i}") for i, image in enumerate(unlabeled)]
     nets = build_nets(seg, cfg, device)
     run_config = _run_config(seg, seg_run, cfg, train_items, val_items, data_source)
+    run_config["data"]["n_unlabeled"] = len(unlabeled_items)
     loop = _GanLoop(folder, cfg, nets, train_items, val_items, run_config, rng, latent_rng, device,
-                    callbacks or TrainingCallbacks())
+                    callbacks or TrainingCallbacks(), unlabeled_items)
     if resume:
         check_resume_architecture(out, {k: run_config.get(k) for k in ("model", "generator", "style_encoder",
                                                                          "discriminators")})
@@ -269,6 +279,16 @@ def _run_config(seg: Segmenter, seg_run: str | Path, cfg: GanTrainConfig, train_
     }
 
 
+def _unlabeled_item(seg: Segmenter, image: np.ndarray, stem: str) -> PreparedImage:
+    """An image without a mask, at the zoom the segmenter's search gives it (no particles to centre on)."""
+    from .infer import search_zoom
+
+    zoom = search_zoom(seg, image)[0] if seg.canonical_diameter_px else 1.0
+    empty = np.zeros(image.shape, np.int32)
+    return PreparedImage(stem, normalise_percentile(image), empty, empty.astype(np.float32), zoom,
+                         (seg.canonical_diameter_px or 1.0) / zoom)
+
+
 def _gan_files(nets: GanNets) -> dict[str, torch.nn.Module | None]:
     """The GAN's own modules by file name (the segmenter is saved on its own schedule)."""
     return {GENERATOR_FILE: nets.generator, DISC_IMAGE_FILE: nets.disc_image, DISC_MASK_FILE: nets.disc_mask,
@@ -285,10 +305,11 @@ class _GanLoop:
 
     def __init__(self, folder: RunFolder, cfg: GanTrainConfig, nets: GanNets, train_items, val_items,
                  run_config: dict, rng: np.random.Generator, latent_rng: torch.Generator, device: torch.device,
-                 callbacks: TrainingCallbacks):
+                 callbacks: TrainingCallbacks, unlabeled_items: Sequence[PreparedImage] = ()):
         self.folder, self.cfg, self.nets, self.device, self.callbacks = folder, cfg, nets, device, callbacks
         self.stop = StopSignals()
         self.train_items, self.val_items, self.run_config = train_items, val_items, run_config
+        self.unlabeled_items = list(unlabeled_items)
         self.rng, self.latent_rng = rng, latent_rng
         G, S, E = nets.generator, nets.segmenter, nets.style_encoder
         # The perceptual loss compares features of a frozen copy of the phase 1 encoder
@@ -363,6 +384,9 @@ class _GanLoop:
                                                         cfg.augment))
         batch = _Batch(x=image[:, None].clamp(0, 1), classes=classes.long(), distance=distance, weights=weights)
         batch.mask = foreground_boundary_channels(batch.classes)
+        if self.unlabeled_items:
+            image = make_batch(self.unlabeled_items, cfg.batch_size, cfg.patch_size, self.rng, cfg.augment)[0]
+            batch.unlabeled = torch.from_numpy(image).to(device)[:, None].clamp(0, 1)
         z = torch.randn(batch.x.shape[0], cfg.latent_dim, generator=self.latent_rng).to(device)
         share = synthetic_share(self.state["step"], cfg)
         warm = self.state["step"] >= cfg.warmup_steps
@@ -396,13 +420,23 @@ class _GanLoop:
             out_real = S(b.x).float()
         # Before warm-up ends, S gets no gradient through G (its images are still noise).
         mask_of_real = _mask_input(out_real[:, :N_CLASSES], cfg.mask_path if warm else "detached")
+        cycle_x, mask_of_cycle = b.x, mask_of_real
+        if b.unlabeled is not None:  # the cycle runs on the unlabelled images
+            with self.autocast():
+                out_unlabeled = S(b.unlabeled).float()
+            cycle_x = b.unlabeled
+            mask_of_cycle = _mask_input(out_unlabeled[:, :N_CLASSES], cfg.mask_path if warm else "detached")
         with self.autocast():
-            fake, paired, rebuilt, mu, logvar = self.render(b, z, mask_of_real)
+            fake, paired, rebuilt, mu, logvar = self.render(b, z, mask_of_cycle)
             if s_learns_synthetic:
                 out_fake = S(fake)
             else:  # G still learns to draw images that S segments correctly; S is not updated by them
                 out_fake = torch.func.functional_call(S, {n: p.detach() for n, p in S.named_parameters()}, (fake,))
-            cycle_perceptual, paired_perceptual = (t.float() for t in self.perceptual.against(b.x, rebuilt, paired))
+            if cycle_x is b.x:
+                cycle_perceptual, paired_perceptual = (t.float() for t in self.perceptual.against(b.x, rebuilt, paired))
+            else:
+                cycle_perceptual = self.perceptual.against(cycle_x, rebuilt)[0].float()
+                paired_perceptual = self.perceptual.against(b.x, paired)[0].float()
             adv_image_scores = D_img(diff_augment(fake)).float()
             # A detached mask gives the mask-adversarial term no path to G or S: its value is
             # taken from the discriminator pass instead of costing a forward and backward.
@@ -411,7 +445,7 @@ class _GanLoop:
         terms = {
             "seg_synthetic": w.seg_synthetic * segmentation_loss(out_fake, b.classes, b.distance, kind=cfg.seg_loss),
             "seg_real": w.seg_real * segmentation_loss(out_real, b.classes, b.distance, b.weights, kind=cfg.seg_loss),
-            "cycle_l1": w.cycle_l1 * F.l1_loss(rebuilt, b.x),
+            "cycle_l1": w.cycle_l1 * F.l1_loss(rebuilt, cycle_x),
             "cycle_perceptual": w.cycle_perceptual * cycle_perceptual,
             "paired_l1": w.paired_l1 * F.l1_loss(paired, b.x),
             "paired_perceptual": w.paired_perceptual * paired_perceptual,
@@ -456,12 +490,13 @@ class _GanLoop:
     def discriminator_step(self, b: "_Batch", fake: torch.Tensor, mask_of_real: torch.Tensor):
         """Update both discriminators on real and generated inputs, each in one call (instance norm
         and DiffAugment act per sample, so batching changes nothing but the speed)."""
-        n = b.x.shape[0]
+        real = b.x if b.unlabeled is None else torch.cat([b.x, b.unlabeled])
+        n = real.shape[0]
         with self.autocast():
-            scores_image = self.nets.disc_image(diff_augment(torch.cat([b.x, fake.detach()]))).float()
+            scores_image = self.nets.disc_image(diff_augment(torch.cat([real, fake.detach()]))).float()
             scores_mask = self.nets.disc_mask(torch.cat([b.mask, mask_of_real.detach()])).float()
         d_image = lsgan_d_loss(scores_image[:n], scores_image[n:])
-        d_mask = lsgan_d_loss(scores_mask[:n], scores_mask[n:])
+        d_mask = lsgan_d_loss(scores_mask[:b.x.shape[0]], scores_mask[b.x.shape[0]:])
         self.opt_D.zero_grad(set_to_none=True)
         (d_image + d_mask).backward()
         self.opt_D.step()
@@ -500,6 +535,7 @@ class _Batch:
     distance: torch.Tensor
     weights: torch.Tensor
     mask: torch.Tensor | None = None   # (B, 2, H, W) generator input
+    unlabeled: torch.Tensor | None = None   # (B, 1, H, W) unlabelled images for the cycle and D_img
 
 
 def _finish(nets: GanNets, val_items, run_config: dict, loop: _GanLoop) -> None:

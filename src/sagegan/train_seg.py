@@ -59,6 +59,9 @@ class SegTrainConfig:
     # "best": the checkpoint of the best (smoothed) validation score; "last": the latest weights
     # (label-free adaptation, which has no validation labels)
     checkpoint: str = "best"
+    # pairs made by copy-paste (sagegan.copy_paste) from the training pairs' own particles, per
+    # training image, added to the training set once at the start; 0: none
+    copy_paste_per_image: float = 0.0
     val_fraction: float = 0.1
     seed: int = 0
     device: str = "auto"
@@ -141,6 +144,11 @@ def _train(folder: RunFolder, train: Sequence[Sample], cfg: SegTrainConfig, val:
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
+    if cfg.copy_paste_per_image > 0:
+        from .copy_paste import copy_paste_pairs
+
+        n_pasted = max(1, int(round(cfg.copy_paste_per_image * len(train))))
+        train = list(train) + copy_paste_pairs(list(train), n_pasted, np.random.default_rng(cfg.seed + 1))
     train_items = [prepare(s, cfg.canonical_diameter_px) for s in train]
     val_items = [prepare(s, cfg.canonical_diameter_px) for s in list(val)[: cfg.val_max_images]]
     net = AttentionUNet.from_config(cfg.model_config())
