@@ -265,6 +265,11 @@ def segment(
     crop_bottom: int = CROP,
     max_pixels: int = typer.Option(100_000_000, "--max-pixels", min=1, help="Refuse larger images (pixels; "
                                    "memory grows with the pixel count, BENCHMARKS.md)."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Segment on a local Dask cluster of N "
+                                          "worker processes (one image per task; needs sagegan[dask])."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Segment on an existing Dask cluster "
+                                            "(its scheduler's address, e.g. tcp://host:8786); inputs and --out "
+                                            "must be on storage the workers share."),
 ) -> None:
     """Segment micrographs of any size into particle instances.
 
@@ -280,7 +285,7 @@ def segment(
                           save_attention=save_attention, crop_bottom=crop_bottom, split=split,
                           report=lambda line: typer.echo(f"sagegan: {line}", err=True), max_pixels=max_pixels,
                           diameter_px=diameter_px, diameter_nm=diameter_nm, min_score=min_score,
-                          overlay_ids=overlay_ids)
+                          overlay_ids=overlay_ids, workers=workers, scheduler=scheduler)
     typer.echo(f"{len(batch.label_files)} image(s), {len(batch.particles)} particles -> {out}")
     if analyze and batch.label_files:
         from .report import analyze_labels

@@ -303,6 +303,7 @@ class Segmentation:
     passes: list[float] = field(default_factory=list)
     scores: np.ndarray | None = None   # per particle (label i -> scores[i - 1]), see particle_scores
     warnings: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)  # wall clock per stage (see STAGES)
     particles: Any = None              # measurements (pandas DataFrame), filled by :func:`segment`
 
 
@@ -391,6 +392,32 @@ def _zoom_try(seg: Segmenter, crop: np.ndarray, zoom: float) -> dict[str, float]
             "largest_share": float(areas.max() / labels.size) if areas.size else 0.0}
 
 
+# Where the time of ``segment`` goes, per image, in order (``seconds`` in segment_config.json).
+STAGES = ("read", "zoom_search", "network", "instances", "scores", "write", "measure")
+
+
+class StageClock:
+    """Wall-clock seconds per stage: ``lap(name)`` adds the time since the previous lap to ``name``."""
+
+    def __init__(self) -> None:
+        import time
+
+        self._now = time.perf_counter
+        self._last = self._now()
+        self.seconds: dict[str, float] = {}
+
+    def lap(self, stage: str) -> None:
+        now = self._now()
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + now - self._last
+        self._last = now
+
+    def merge(self, seconds: dict[str, float]) -> None:
+        """Add stages timed elsewhere (by another clock) since the previous lap."""
+        for stage, value in seconds.items():
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + value
+        self._last = self._now()
+
+
 def segment_image(seg: Segmenter, image: np.ndarray, scale: str | float = "auto", tta: bool = False,
                   min_area_px: int | None = None, with_gates: bool = False, tile: int = 1088,
                   diameter_px: float | None = None, min_score: float | None = None) -> Segmentation:
@@ -407,6 +434,7 @@ def segment_image(seg: Segmenter, image: np.ndarray, scale: str | float = "auto"
     passes: list[float] = []
     warnings: list[str] = []
     estimate = float("nan")
+    clock = StageClock()
     if diameter_px is not None:
         if not (diameter_px > 0 and math.isfinite(diameter_px)):
             raise ValueError(f"the particle diameter must be a positive number of px, got {diameter_px}")
@@ -423,17 +451,21 @@ def segment_image(seg: Segmenter, image: np.ndarray, scale: str | float = "auto"
     if not (zoom > 0 and math.isfinite(zoom)):
         raise ValueError(f"scale must be 'auto' or a positive number, got {scale}")
     passes.append(zoom)
+    clock.lap("zoom_search")
     maps = predict_maps(seg, image, zoom, tta=tta, tile=tile, with_gates=with_gates)
+    clock.lap("network")
     area = default_min_area(canonical, zoom, post["min_area_fraction"]) if min_area_px is None else min_area_px
     labels = instances_from_maps(maps["probs"], maps["distance"], post["fg_threshold"],
                                  post["seed_threshold"], area)
+    clock.lap("instances")
     scores = calibrated_scores(particle_scores(labels, maps["probs"], maps["distance"]), post)
     threshold = post.get("min_score", 0.0) if min_score is None else min_score
     if threshold > 0 and scores.size:
         labels, scores = _drop_low_scores(labels, scores, threshold)
     warnings += result_warnings(labels, scores, post)
+    clock.lap("scores")
     return Segmentation(labels, maps["probs"], maps["distance"], zoom, estimate, maps.get("gate"), passes,
-                        scores, warnings)
+                        scores, warnings, clock.seconds)
 
 
 def particle_scores(labels: np.ndarray, probs: np.ndarray, distance: np.ndarray) -> np.ndarray:
@@ -640,7 +672,8 @@ def segment_batch(inputs: Sequence[str | Path], model: str | Path | Segmenter | 
                   split: str | Path | Sequence[str] | None = None, progress: bool = True,
                   report: Callable[[str], None] | None = None, max_pixels: int | None = MAX_PIXELS,
                   diameter_px: float | None = None, diameter_nm: float | None = None,
-                  min_score: float | None = None, overlay_ids: bool = False) -> SegmentBatch:
+                  min_score: float | None = None, overlay_ids: bool = False, workers: int | None = None,
+                  scheduler: str | None = None) -> SegmentBatch:
     """Segment micrographs into ``out``; a bad image is reported and the others finish.
 
     Per image ``<name>_labels.tif``, ``_mask.png``, ``_overlay.png`` (and ``_attention.png``);
@@ -660,15 +693,18 @@ def segment_batch(inputs: Sequence[str | Path], model: str | Path | Segmenter | 
     (a typical particle diameter; nm needs the pixel size) replaces the zoom search, and
     ``min_score`` overrides the model's score threshold (:func:`segment_image`).
 
+    ``workers`` runs the images on a Dask ``LocalCluster`` of that many processes, ``scheduler``
+    (an address) on an existing Dask cluster: one image is one task, each worker loads the model
+    once, and the outputs are those of a serial run (:mod:`sagegan.cluster`).
+
     Files in ``out`` that ``segment`` did not write are never overwritten (the run is refused).
     A bad image (an :class:`InputError`: unreadable, corrupt, too small) goes to ``failures``
     (and ``report``); nothing is raised for it. ``report`` gets one-line messages.
     """
     import pandas as pd
 
-    from .io import (SEGMENT_MANIFEST, SEGMENT_OUTPUT_SUFFIXES, Batch, _listing, read_micrograph,
-                     read_segment_manifest, segment_outputs, write_image, write_json, write_labels)
-    from .particles import measure
+    from .io import (SEGMENT_MANIFEST, SEGMENT_OUTPUT_SUFFIXES, Batch, _listing, read_segment_manifest,
+                     segment_outputs, write_json)
 
     files, skipped = _select_inputs(inputs, split, report)
     files = list({f.resolve(): f for f in files}.values())
@@ -689,6 +725,10 @@ def segment_batch(inputs: Sequence[str | Path], model: str | Path | Segmenter | 
                f"{_listing(f'{f} -> {n}' for f, n in renamed.items())}")
     if diameter_px is not None and diameter_nm is not None:
         raise ValueError("give the particle size once: --diameter-px or --diameter-nm, not both")
+    if workers is not None or scheduler is not None:
+        from .cluster import check_cluster_options
+
+        check_cluster_options(workers, scheduler)
     seg = model if isinstance(model, Segmenter) else load_segmenter(resolve_model(model))
     provenance = model_provenance(seg)
     out.mkdir(parents=True, exist_ok=True)
@@ -697,62 +737,135 @@ def segment_batch(inputs: Sequence[str | Path], model: str | Path | Segmenter | 
                 "diameter_px": diameter_px, "diameter_nm": diameter_nm,
                 "min_score": seg.postprocess.get("min_score", 0.0) if min_score is None else min_score}
     manifest = {"format": "sagegan segment manifest", "version": 1, "images": dict(recorded)}
+    with_gate = save_attention and seg.net.attention_gates
+    planned = {name: [name + s for s in suffixes if s != "_attention.png" or with_gate] for name in names.values()}
+    options = dict(nm_per_px=nm_per_px, crop_bottom=crop_bottom, max_pixels=max_pixels, scale=scale, tta=tta,
+                   min_area_px=min_area_px, save_attention=save_attention, diameter_px=diameter_px,
+                   diameter_nm=diameter_nm, min_score=min_score, overlay_ids=overlay_ids)
+    results: dict[Path, dict] = {}
+    earlier: dict[str, tuple[dict | None, bool]] = {}
+    batch = Batch(len(files), "image", report)
+
+    def begin(path: Path) -> None:
+        """Record the image's outputs (and what the folder held of it) before they are written:
+        a crash never leaves unrecorded outputs."""
+        name = names[path]
+        old = manifest["images"].get(name)
+        earlier[name] = (old, old is not None or any((out / w).exists() for w in planned[name]))
+        on_disk = list(dict.fromkeys(planned[name] + (old["outputs"] if old else [])))
+        manifest["images"][name] = {**settings, "input": str(path.resolve()), "outputs": on_disk}
+
+    def undo(path: Path) -> None:
+        old = earlier[names[path]][0]
+        if old is None:
+            manifest["images"].pop(names[path], None)
+        else:
+            manifest["images"][names[path]] = old
+        write_json(out / SEGMENT_MANIFEST, manifest)
+
+    def end(path: Path, result: dict) -> None:
+        name, run = names[path], result["run"]
+        old = earlier[name][0]
+        for stale in set(old["outputs"] if old else []) - set(planned[name]):
+            (out / stale).unlink(missing_ok=True)
+        manifest["images"][name] = {**settings, **run, "input": str(path.resolve()), "outputs": planned[name]}
+        write_json(out / SEGMENT_MANIFEST, manifest)
+        if report is not None:
+            for warning in run["warnings"]:
+                report(f"{path}: {warning}")
+        results[path] = result
+
+    if workers is None and scheduler is None:
+        iterator: Any = files
+        if progress:
+            from rich.progress import track
+
+            iterator = track(files, description="segmenting")
+        for path in iterator:
+            with batch.item(path):
+                begin(path)
+                write_json(out / SEGMENT_MANIFEST, manifest)
+                try:
+                    result = segment_to_files(seg, path, names[path], out, planned[names[path]], **options)
+                except BaseException:
+                    undo(path)
+                    raise
+                end(path, result)
+    else:
+        from .cluster import segment_on_cluster
+
+        if seg.path is None:
+            raise ValueError("segmenting on Dask workers needs a model folder (each worker loads it)")
+        for path in files:
+            begin(path)
+        write_json(out / SEGMENT_MANIFEST, manifest)
+        for path, outcome in segment_on_cluster(seg.path, files, names, out, planned, options, workers=workers,
+                                                scheduler=scheduler, progress=progress):
+            with batch.item(path):
+                if isinstance(outcome, BaseException):
+                    undo(path)
+                    raise outcome
+                end(path, outcome)
     tables: dict[str, Any] = {}
     runs, label_files, replaced = [], [], []
-    batch = Batch(len(files), "image", report)
-    iterator: Any = files
-    if progress:
-        from rich.progress import track
-
-        iterator = track(files, description="segmenting")
-    for path in iterator:
-        name = names[path]
-        with batch.item(path):
-            mg = read_micrograph(path, nm_per_px=nm_per_px, crop_bottom=crop_bottom, max_pixels=max_pixels)
-            hint = diameter_in_px(diameter_px, diameter_nm, mg.nm_per_px, path)
-            source = mg.metadata.get("pixel_size_source", "micrograph file") if mg.nm_per_px else None
-            result = segment_image(seg, mg.image, scale=scale, tta=tta, min_area_px=min_area_px,
-                                   with_gates=save_attention, diameter_px=hint, min_score=min_score)
-            labels, gate, scores = result.labels, result.gate, result.scores
-            run = {"image": str(path), "n_particles": int(labels.max()), "scale": result.scale,
-                   "passes": result.passes, "nm_per_px": mg.nm_per_px, "nm_per_px_source": source,
-                   "warnings": result.warnings}
-            if report is not None:
-                for warning in result.warnings:
-                    report(f"{path}: {warning}")
-            del result  # its probability maps are the largest arrays of a big image
-            written = [name + s for s in suffixes if s != "_attention.png" or gate is not None]
-            old = manifest["images"].get(name)
-            if old is not None or any((out / w).exists() for w in written):
-                replaced.append(name)
-            # recorded before the files are written, so that a crash never leaves unrecorded outputs
-            manifest["images"][name] = {**settings, **run, "input": str(path.resolve()), "outputs": written}
-            write_json(out / SEGMENT_MANIFEST, manifest)
-            for stale in set(old["outputs"] if old else []) - set(written):
-                (out / stale).unlink(missing_ok=True)
-            write_labels(out / f"{name}_labels.tif", labels, nm_per_px=mg.nm_per_px)
-            write_image(out / f"{name}_mask.png", ((labels > 0) * 255).astype(np.uint8))
-            write_image(out / f"{name}_overlay.png", overlay_outlines(mg.image, labels, ids=overlay_ids))
-            if "_attention.png" in suffixes and gate is not None:
-                write_image(out / f"{name}_attention.png", overlay_heatmap(mg.image, gate))
-            table = measure(labels, mg.image, mg.nm_per_px)
-            table.insert(0, "image", name)
-            table["score"] = np.round(scores, 4)
-            table["nm_per_px_source"] = source
-            for key, value in provenance.items():
-                table[key] = value
-            tables[name] = table
-            runs.append(run)
+    for path in files:  # in input order, whichever finished first
+        if path in results:
+            name = names[path]
+            tables[name] = results[path]["table"]
+            runs.append(results[path]["run"])
             label_files.append(out / f"{name}_labels.tif")
+            if earlier[name][1]:
+                replaced.append(name)
     particles = pd.concat(tables.values(), ignore_index=True) if tables else pd.DataFrame()
     kept = sorted(set(manifest["images"]) - set(tables))
     _write_particles_csv(out, particles, kept)
-    write_json(out / "segment_config.json", {**settings, "postprocess": seg.postprocess, "images": runs})
+    dask = {"dask": {"workers": workers, "scheduler": scheduler}} if workers or scheduler else {}
+    write_json(out / "segment_config.json", {**settings, "postprocess": seg.postprocess, **dask, "images": runs})
     if (replaced or kept) and report is not None:
         report(f"replaced the earlier outputs of {len(replaced)} image(s) in {out}"
                + (f"; kept those of {len(kept)} other image(s) (particles.csv and {SEGMENT_MANIFEST} list all "
                   f"{len(manifest['images'])})" if kept else ""))
     return SegmentBatch(particles, label_files, names, renamed, skipped, replaced, kept, batch.failures)
+
+
+def segment_to_files(seg: Segmenter, path: Path, name: str, out: Path, outputs: Sequence[str], *,
+                     nm_per_px: float | None, crop_bottom: int, max_pixels: int | None, scale: str | float,
+                     tta: bool, min_area_px: int | None, save_attention: bool, diameter_px: float | None,
+                     diameter_nm: float | None, min_score: float | None, overlay_ids: bool) -> dict:
+    """One image of :func:`segment_batch`: read, segment, write the ``outputs`` (file names in
+    ``out``), measure. Returns ``run`` (its record in segment_config.json) and ``table`` (its
+    particles); the same on a Dask worker as in the serial loop."""
+    from .io import read_micrograph, write_image, write_labels
+    from .particles import measure
+
+    clock = StageClock()
+    mg = read_micrograph(path, nm_per_px=nm_per_px, crop_bottom=crop_bottom, max_pixels=max_pixels)
+    hint = diameter_in_px(diameter_px, diameter_nm, mg.nm_per_px, path)
+    source = mg.metadata.get("pixel_size_source", "micrograph file") if mg.nm_per_px else None
+    clock.lap("read")
+    result = segment_image(seg, mg.image, scale=scale, tta=tta, min_area_px=min_area_px,
+                           with_gates=save_attention, diameter_px=hint, min_score=min_score)
+    clock.merge(result.seconds)
+    labels, gate, scores = result.labels, result.gate, result.scores
+    run = {"image": str(path), "shape": list(mg.image.shape), "n_particles": int(labels.max()),
+           "scale": result.scale, "passes": result.passes, "nm_per_px": mg.nm_per_px, "nm_per_px_source": source,
+           "warnings": result.warnings}
+    del result  # its probability maps are the largest arrays of a big image
+    write_labels(out / f"{name}_labels.tif", labels, nm_per_px=mg.nm_per_px)
+    write_image(out / f"{name}_mask.png", ((labels > 0) * 255).astype(np.uint8))
+    write_image(out / f"{name}_overlay.png", overlay_outlines(mg.image, labels, ids=overlay_ids))
+    if f"{name}_attention.png" in outputs and gate is not None:
+        write_image(out / f"{name}_attention.png", overlay_heatmap(mg.image, gate))
+    clock.lap("write")
+    table = measure(labels, mg.image, mg.nm_per_px)
+    table.insert(0, "image", name)
+    table["score"] = np.round(scores, 4)
+    table["nm_per_px_source"] = source
+    for key, value in model_provenance(seg).items():
+        table[key] = value
+    clock.lap("measure")
+    run["seconds"] = {stage: round(clock.seconds.get(stage, 0.0), 4) for stage in STAGES}
+    return {"run": run, "table": table}
 
 
 def _select_inputs(inputs, split, report) -> tuple[list[Path], list[Path]]:

@@ -1,0 +1,90 @@
+"""Images on a Dask cluster: ``sagegan segment --workers N`` or ``--scheduler ADDRESS``.
+
+One image is one task (:func:`sagegan.infer.segment_to_files`: read, segment, write the outputs,
+measure), so a worker needs the input files and the output folder on storage it shares with the
+client, and the model folder; it loads the model once and keeps it. The client keeps the
+manifest, the particles table and the failure policy (:class:`sagegan.io.Batch`), exactly as in
+a serial run. ``workers`` starts a :class:`distributed.LocalCluster` of that many processes, one
+task at a time each, with the machine's cores shared out among their torch threads; ``scheduler``
+connects to a cluster started with Dask's own tools (``dask scheduler`` / ``dask worker``,
+dask-jobqueue on SLURM, dask-kubernetes), whose workers use all the cores they are given.
+
+Dask (``pip install 'sagegan[dask]'``) is imported only here.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+
+def _import_distributed():
+    try:
+        import distributed
+    except ImportError as exc:
+        raise ValueError("--workers and --scheduler need Dask: pip install 'sagegan[dask]'") from exc
+    return distributed
+
+
+def check_cluster_options(workers: int | None, scheduler: str | None):
+    """Refuse impossible options before any work starts; returns the ``distributed`` module."""
+    if workers is not None and scheduler is not None:
+        raise ValueError("give --workers (a local cluster) or --scheduler (an existing one), not both")
+    if scheduler is None and (workers is None or workers < 1):
+        raise ValueError(f"--workers must be a positive number, got {workers}")
+    return _import_distributed()
+
+
+@lru_cache(maxsize=2)
+def _worker_segmenter(model: str, threads: int | None):
+    """The model, loaded once per worker process (and per model folder)."""
+    import torch
+
+    from .runs import load_segmenter
+
+    if threads:
+        torch.set_num_threads(threads)
+    return load_segmenter(Path(model))
+
+
+def segment_task(model: str, threads: int | None, path: str, name: str, out: str, outputs: Sequence[str],
+                 options: dict) -> dict:
+    """One image on a worker (see :func:`sagegan.infer.segment_to_files`)."""
+    from .infer import segment_to_files
+
+    return segment_to_files(_worker_segmenter(model, threads), Path(path), name, Path(out), outputs, **options)
+
+
+def segment_on_cluster(model: Path, files: Sequence[Path], names: dict[Path, str], out: Path,
+                       planned: dict[str, list[str]], options: dict, workers: int | None = None,
+                       scheduler: str | None = None, progress: bool = True) -> Iterator[tuple[Path, Any]]:
+    """Run every file as one task; yields ``(path, result)`` as tasks finish, where ``result`` is
+    the task's dict or the exception it raised."""
+    distributed = check_cluster_options(workers, scheduler)
+    if scheduler is not None:
+        client, cluster, threads = distributed.Client(scheduler), None, None
+    else:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                           dashboard_address=None, silence_logs=40)
+        client = distributed.Client(cluster)
+    try:
+        futures = {client.submit(segment_task, str(Path(model).resolve()), threads, str(path.resolve()),
+                                 names[path], str(Path(out).resolve()), planned[names[path]], options,
+                                 key=f"segment-{i}-{names[path]}", pure=False): path
+                   for i, path in enumerate(files)}
+        finished: Any = distributed.as_completed(futures)
+        if progress:
+            from rich.progress import track
+
+            finished = track(finished, total=len(futures), description=f"segmenting on {len(client.nthreads())} "
+                             "worker(s)")
+        for future in finished:
+            error = future.exception()
+            yield futures[future], error if error is not None else future.result()
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
