@@ -195,8 +195,11 @@ def train_seg(
                               init_weights=init_weights)
     except TrainingInterrupted as stop:
         _interrupted("train-seg", stop)
-    typer.echo(f"segmenter written to {run}")
-    typer.echo(_training_verdict(run))
+    from .ddp import ranks_from_env
+
+    if ranks_from_env().main:  # under torchrun, rank 0 wrote the run and speaks for it
+        typer.echo(f"segmenter written to {run}")
+        typer.echo(_training_verdict(run))
 
 
 STOP_REASONS = {"max_minutes": "its time budget (--max-minutes) ran out",

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .data import Augment, PreparedImage, make_batch, prepare
+from .ddp import Ranks, distributed_context, sync_batchnorm
 from .infer import calibrate_autocorr
 from .io import InputError, Sample, read_json, write_json
 from .losses import OUT_CHANNELS, segmentation_loss
@@ -121,29 +122,48 @@ def train_segmenter(train: Sequence[Sample], out: str | Path | RunFolder, config
         used as it is.
     record : extra keys for the run's config.json (e.g. how ``sagegan adapt`` made the data).
 
+    Under ``torchrun`` every process calls this; they train with DDP and rank 0 alone writes
+    ``out`` (:mod:`sagegan.ddp`).
+
     Raises :class:`sagegan.runs.TrainingInterrupted` after SIGINT/SIGTERM, once the run is saved.
     """
     cfg = config or SegTrainConfig()
     if not train:
         raise InputError("no training images")
-    if isinstance(out, RunFolder):
-        _train(out, train, cfg, val, resume, progress, init_weights, callbacks, record)
-        return out.final
-    folder = RunFolder(out, resume=resume, overwrite=overwrite)
-    with folder:
-        _train(folder, train, cfg, val, resume, progress, init_weights, callbacks, record)
-    return folder.final
+    with distributed_context(cfg.device) as ranks:
+        if not ranks.main:  # reads ``out`` (to resume) but never writes it
+            path = out.path if isinstance(out, RunFolder) else Path(out)
+            _train(_ReadOnlyFolder(path), train, cfg, val, resume, False, init_weights, callbacks, record, ranks)
+            return path
+        if isinstance(out, RunFolder):
+            _train(out, train, cfg, val, resume, progress, init_weights, callbacks, record, ranks)
+            return out.final
+        folder = RunFolder(out, resume=resume, overwrite=overwrite)
+        with folder:
+            _train(folder, train, cfg, val, resume, progress, init_weights, callbacks, record, ranks)
+        return folder.final
+
+
+class _ReadOnlyFolder:
+    """The run folder as ranks other than 0 see it: they may read it (to resume), never write it."""
+
+    def __init__(self, path: Path):
+        self.path = self.final = path
+
+    def checkpointed(self) -> None:
+        pass
 
 
 def _train(folder: RunFolder, train: Sequence[Sample], cfg: SegTrainConfig, val: Sequence[Sample] | None,
            resume: bool, progress: bool, init_weights: str | Path | None,
-           callbacks: TrainingCallbacks | None, record: dict | None = None) -> None:
+           callbacks: TrainingCallbacks | None, record: dict | None = None, ranks: Ranks = Ranks()) -> None:
     out = folder.path
     if val is None:
         train, val = split_validation(train, cfg.val_fraction, cfg.seed)
-    device = resolve_device(cfg.device)
+    device = ranks.device(resolve_device(cfg.device))
     torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
+    # each rank draws its patches from its own stream (one process: the seed's stream, as always)
+    rng = np.random.default_rng([cfg.seed, ranks.rank] if ranks.active else cfg.seed)
     if cfg.copy_paste_per_image > 0:
         from .copy_paste import copy_paste_pairs
 
@@ -155,7 +175,7 @@ def _train(folder: RunFolder, train: Sequence[Sample], cfg: SegTrainConfig, val:
     if init_weights is not None:
         load_module_weights(net, init_weights)
     # channels-last convolutions are faster for a training step on CPU (BENCHMARKS.md)
-    net = net.to(device, memory_format=torch.channels_last)
+    net = sync_batchnorm(net, device, ranks).to(device, memory_format=torch.channels_last)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     # Validation F1 should rise: the scheduler watches it in "max" mode.
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.5, patience=3)
@@ -168,23 +188,29 @@ def _train(folder: RunFolder, train: Sequence[Sample], cfg: SegTrainConfig, val:
         run_config["init"] = {"path": str(init_folder), "name": init_config.get("name"),
                               "version": init_config.get("version"), "sha256": weights_sha256(init_weights)}
     run_config.update(record or {})
+    if ranks.active:
+        run_config["distributed"] = {"world_size": ranks.world_size, "backend": torch.distributed.get_backend(),
+                                     "batch_per_rank": ranks.local_batch(cfg.batch_size)}
     saved = TrainingState({"model": net}, {"opt": opt}, sched, rng)
     loop = _Loop(folder, cfg, train_items, val_items, Segmenter(net, run_config, folder.final), opt, sched, saved,
-                 device, callbacks or TrainingCallbacks())
+                 device, callbacks or TrainingCallbacks(), ranks)
     if resume:
         check_resume_architecture(out, {"model": cfg.model_config()})
         loop.state = saved.load(out, device)
-        trim_log(loop.log_path, loop.state["step"])  # rows a killed sitting logged after its state
+        if ranks.main:
+            trim_log(loop.log_path, loop.state["step"])  # rows a killed sitting logged after its state
     if resume and (out / "config.json").exists():  # keep what the earlier sitting found and tuned
         previous = read_json(out / "config.json")
         for key in ("best_validation", "postprocess"):
             if key in previous:
                 run_config[key] = previous[key]
         run_config["resumed"] = True
-    write_json(out / "config.json", run_config)
+    if ranks.main:
+        write_json(out / "config.json", run_config)
     with loop.stop:
         stop_reason = loop.run(progress)
-        _finish(net, val_items, run_config, loop, stop_reason)
+        if ranks.main:
+            _finish(net, val_items, run_config, loop, stop_reason)
     if stop_reason == "interrupted":
         raise TrainingInterrupted(folder.final, loop.stop.signum, loop.state["step"])
 
@@ -212,9 +238,12 @@ class _Loop:
     """Phase 1's loop and the state it carries between steps (saved by ``--resume``)."""
 
     def __init__(self, folder: RunFolder, cfg: SegTrainConfig, train_items, val_items, seg: Segmenter, opt, sched,
-                 saved: TrainingState, device: torch.device, callbacks: TrainingCallbacks):
+                 saved: TrainingState, device: torch.device, callbacks: TrainingCallbacks, ranks: Ranks = Ranks()):
         self.folder, self.cfg, self.train_items, self.val_items = folder, cfg, train_items, val_items
         self.seg, self.net, self.opt, self.sched, self.saved = seg, seg.net, opt, sched, saved
+        self.ranks = ranks
+        self.train_net = ranks.wrap(seg.net, device)  # DDP around the net under torchrun
+        self.batch_size = ranks.local_batch(cfg.batch_size)
         self.device, self.callbacks = device, callbacks
         self.stop = StopSignals()
         self.state = {"step": 0, "best_f1": -1.0, "bad_validations": 0, "elapsed_s": 0.0}
@@ -240,25 +269,32 @@ class _Loop:
         budget_s = cfg.max_minutes * 60 if cfg.max_minutes else float("inf")
         first_step, self.validated = self.state["step"], False
         reason = "epochs"
-        with TrainingLog(self.log_path, ["step", "epoch", "elapsed_s", "loss", "lr", "val_f1_50", "val_dice"]) as log:
-            bar = StepBar(self.max_steps, self.state["step"], progress, "training segmenter")
+        ranks = self.ranks
+        columns = ["step", "epoch", "elapsed_s", "loss", "lr", "val_f1_50", "val_dice"]
+        with TrainingLog(self.log_path, columns) if ranks.main else _NoLog() as log:
+            bar = StepBar(self.max_steps, self.state["step"], progress and ranks.main, "training segmenter")
             try:
                 while self.state["step"] < self.max_steps:
-                    if self.stop.signum is not None:
-                        reason = "interrupted"
-                        break
-                    if time.monotonic() - self.start > budget_s:
-                        reason = "max_minutes"
+                    # every rank stops at the same step: a signal to any of them, rank 0's clock
+                    code = STOP_CODES["interrupted"] if self.stop.signum is not None else 0
+                    if ranks.main and time.monotonic() - self.start > budget_s:
+                        code = max(code, STOP_CODES["max_minutes"])
+                    code = ranks.agree(code)
+                    if code:
+                        reason = STOP_REASONS[code]
                         break
                     self.train_step(bar)
                     if self.state["step"] % cfg.val_every == 0 or self.state["step"] == self.max_steps:
-                        self.validate(log, bar)
-                        if self.state["bad_validations"] >= cfg.patience:
+                        if ranks.main:
+                            self.validate(log, bar)
+                        ranks.share_learning_rate(self.opt)
+                        if ranks.agree(int(ranks.main and self.state["bad_validations"] >= cfg.patience)):
                             reason = "early_stopping"
                             break
                 # A budget or a signal that came before this sitting's first validation: validate
                 # once, so that the weights it trained are scored (and a new run has a model).
-                if not self.validated and (self.state["step"] > first_step or not (self.out / SEGMENTER_FILE).exists()):
+                if ranks.main and not self.validated and (self.state["step"] > first_step
+                                                          or not (self.out / SEGMENTER_FILE).exists()):
                     self.validate(log, bar)
             finally:
                 bar.close()
@@ -268,10 +304,10 @@ class _Loop:
         cfg, device = self.cfg, self.device
         self.net.train()
         image, classes, distance, weights = (torch.from_numpy(a).to(device) for a in
-                                             make_batch(self.train_items, cfg.batch_size, cfg.patch_size,
+                                             make_batch(self.train_items, self.batch_size, cfg.patch_size,
                                                         self.saved.rng, cfg.augment))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            outputs = self.net(image[:, None].contiguous(memory_format=torch.channels_last))
+            outputs = self.train_net(image[:, None].contiguous(memory_format=torch.channels_last))
         loss = segmentation_loss(outputs.float(), classes.long(), distance, weights, kind=cfg.loss)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -312,6 +348,21 @@ class _Loop:
         bar.set_description(f"val F1 {f1:.3f} (best {state['best_f1']:.3f})")
         self.callbacks.validation(state["step"], f1_50=f1, dice=dice, loss=mean_loss, lr=lr,
                                   elapsed_s=state["elapsed_s"])
+
+
+# why the ranks stop (the largest code any rank reports wins)
+STOP_CODES = {"interrupted": 2, "max_minutes": 1}
+STOP_REASONS = {code: reason for reason, code in STOP_CODES.items()}
+
+
+class _NoLog:
+    """The training log of ranks other than 0, which write nothing."""
+
+    def __enter__(self) -> "_NoLog":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
 
 
 def _finish(net: AttentionUNet, val_items, run_config: dict, loop: _Loop, stop_reason: str) -> None:
