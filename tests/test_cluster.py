@@ -68,3 +68,14 @@ def test_workers_and_scheduler_together_are_refused(seg_run, inputs, tmp_path):
     with pytest.raises(ValueError, match="not both"):
         segment_files([inputs], seg_run[0], tmp_path / "x", progress=False, workers=2, scheduler="tcp://h:1")
     assert not (tmp_path / "x").exists()  # refused before anything was written
+
+
+def test_analyze_on_two_workers_gives_the_serial_report(seg_run, inputs, tmp_path):
+    from sagegan.infer import segment_files
+    from sagegan.report import analyze_labels
+
+    segment_files([inputs], seg_run[0], tmp_path / "seg", progress=False)
+    serial = analyze_labels(tmp_path / "seg", tmp_path / "serial")
+    dask = analyze_labels(tmp_path / "seg", tmp_path / "dask", workers=2)
+    assert json.dumps(serial, sort_keys=True) == json.dumps(dask, sort_keys=True)
+    assert (tmp_path / "serial" / "particles.csv").read_text() == (tmp_path / "dask" / "particles.csv").read_text()

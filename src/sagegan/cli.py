@@ -72,6 +72,10 @@ MASK_KIND = typer.Option("auto", "--mask-kind", help="auto | binary | labels: ho
                          "decides from each mask's content and refuses ambiguous ones; binary thresholds at "
                          "half the maximum and splits 4-connected particles; labels keeps the ids.")
 SEED = typer.Option(0, "--seed", help="Random seed.")
+WORKERS = typer.Option(None, "--workers", min=1, help="Run on a local Dask cluster of N worker processes (one "
+                       "image per task; needs sagegan[dask]).")
+SCHEDULER = typer.Option(None, "--scheduler", help="Run on an existing Dask cluster (its scheduler's address, "
+                         "e.g. tcp://host:8786); inputs and --out must be on storage the workers share.")
 
 
 @app.command()
@@ -268,11 +272,8 @@ def segment(
     crop_bottom: int = CROP,
     max_pixels: int = typer.Option(100_000_000, "--max-pixels", min=1, help="Refuse larger images (pixels; "
                                    "memory grows with the pixel count, BENCHMARKS.md)."),
-    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Segment on a local Dask cluster of N "
-                                          "worker processes (one image per task; needs sagegan[dask])."),
-    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Segment on an existing Dask cluster "
-                                            "(its scheduler's address, e.g. tcp://host:8786); inputs and --out "
-                                            "must be on storage the workers share."),
+    workers: Optional[int] = WORKERS,
+    scheduler: Optional[str] = SCHEDULER,
 ) -> None:
     """Segment micrographs of any size into particle instances.
 
@@ -294,7 +295,7 @@ def segment(
         from .report import analyze_labels
 
         analyze_labels([str(p) for p in batch.label_files], Path(out) / "analysis", images=None,
-                       nm_per_px=nm_per_px)
+                       nm_per_px=nm_per_px, workers=workers, scheduler=scheduler)
         typer.echo(f"report: {Path(out) / 'analysis' / 'report.html'}")
     if batch.failures:
         raise BatchError(batch.failures, len(batch.names))
@@ -330,11 +331,14 @@ def analyze(
     nm_per_px: Optional[float] = NM,
     title: str = typer.Option("sagegan particle report", "--title"),
     mask_kind: str = MASK_KIND,
+    workers: Optional[int] = WORKERS,
+    scheduler: Optional[str] = SCHEDULER,
 ) -> None:
     """Particle sizes and spatial order -> particles.csv, summary.json and report.html."""
     from .report import analyze_labels
 
-    summary = analyze_labels(labels, out, images=images, nm_per_px=nm_per_px, title=title, mask_kind=mask_kind)
+    summary = analyze_labels(labels, out, images=images, nm_per_px=nm_per_px, title=title, mask_kind=mask_kind,
+                             workers=workers, scheduler=scheduler, progress=workers is not None or scheduler is not None)
     batch = summary["batch"]
     typer.echo(f"{batch.get('n_particles')} particles in {batch.get('n_images')} image(s); "
                f"report: {Path(out) / 'report.html'}")

@@ -1,7 +1,7 @@
 """Images on a Dask cluster: ``sagegan segment --workers N`` or ``--scheduler ADDRESS``.
 
 One image is one task (:func:`sagegan.infer.segment_to_files`: read, segment, write the outputs,
-measure), so a worker needs the input files and the output folder on storage it shares with the
+measure; for ``analyze``, :func:`sagegan.report.analyze_one`), so a worker needs the input files and the output folder on storage it shares with the
 client, and the model folder; it loads the model once and keeps it. The client keeps the
 manifest, the particles table and the failure policy (:class:`sagegan.io.Batch`), exactly as in
 a serial run. ``workers`` starts a :class:`distributed.LocalCluster` of that many processes, one
@@ -49,7 +49,7 @@ def _worker_segmenter(model: str, threads: int | None):
     return load_segmenter(Path(model))
 
 
-def segment_task(model: str, threads: int | None, path: str, name: str, out: str, outputs: Sequence[str],
+def segment_task(threads: int | None, model: str, path: str, name: str, out: str, outputs: Sequence[str],
                  options: dict) -> dict:
     """One image on a worker (see :func:`sagegan.infer.segment_to_files`)."""
     from .infer import segment_to_files
@@ -57,11 +57,20 @@ def segment_task(model: str, threads: int | None, path: str, name: str, out: str
     return segment_to_files(_worker_segmenter(model, threads), Path(path), name, Path(out), outputs, **options)
 
 
-def segment_on_cluster(model: Path, files: Sequence[Path], names: dict[Path, str], out: Path,
-                       planned: dict[str, list[str]], options: dict, workers: int | None = None,
-                       scheduler: str | None = None, progress: bool = True) -> Iterator[tuple[Path, Any]]:
-    """Run every file as one task; yields ``(path, result)`` as tasks finish, where ``result`` is
-    the task's dict or the exception it raised."""
+def analyze_task(threads: int | None, name: str, path: str, micrographs: dict, records: dict,
+                 nm_per_px: float | None, mask_kind: str, with_section: bool):
+    """One label image of ``sagegan analyze`` on a worker (see :func:`sagegan.report.analyze_one`)."""
+    from .report import analyze_one
+
+    return analyze_one(name, Path(path), micrographs, records, nm_per_px, mask_kind, with_section)
+
+
+def map_on_cluster(function, calls: Sequence[tuple], names: Sequence[str], workers: int | None = None,
+                   scheduler: str | None = None, progress: bool = True,
+                   description: str = "working") -> Iterator[tuple[int, Any]]:
+    """``function(*call)`` for every call, one task each; yields ``(index, result)`` as tasks
+    finish, where ``result`` is what the task returned or the exception it raised. ``function``
+    gets ``threads`` (the torch threads a task may use, None on an existing cluster) first."""
     distributed = check_cluster_options(workers, scheduler)
     if scheduler is not None:
         client, cluster, threads = distributed.Client(scheduler), None, None
@@ -71,16 +80,14 @@ def segment_on_cluster(model: Path, files: Sequence[Path], names: dict[Path, str
                                            dashboard_address=None, silence_logs=40)
         client = distributed.Client(cluster)
     try:
-        futures = {client.submit(segment_task, str(Path(model).resolve()), threads, str(path.resolve()),
-                                 names[path], str(Path(out).resolve()), planned[names[path]], options,
-                                 key=f"segment-{i}-{names[path]}", pure=False): path
-                   for i, path in enumerate(files)}
+        futures = {client.submit(function, threads, *call, key=f"{function.__name__}-{i}-{name}", pure=False): i
+                   for i, (call, name) in enumerate(zip(calls, names))}
         finished: Any = distributed.as_completed(futures)
         if progress:
             from rich.progress import track
 
-            finished = track(finished, total=len(futures), description=f"segmenting on {len(client.nthreads())} "
-                             "worker(s)")
+            finished = track(finished, total=len(futures), description=f"{description} on "
+                             f"{len(client.nthreads())} worker(s)")
         for future in finished:
             error = future.exception()
             yield futures[future], error if error is not None else future.result()
@@ -88,3 +95,14 @@ def segment_on_cluster(model: Path, files: Sequence[Path], names: dict[Path, str
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def segment_on_cluster(model: Path, files: Sequence[Path], names: dict[Path, str], out: Path,
+                       planned: dict[str, list[str]], options: dict, workers: int | None = None,
+                       scheduler: str | None = None, progress: bool = True) -> Iterator[tuple[Path, Any]]:
+    """Every file as one :func:`segment_task`; yields ``(path, result or exception)`` as they finish."""
+    model_path, out_path = str(Path(model).resolve()), str(Path(out).resolve())
+    calls = [(model_path, str(path.resolve()), names[path], out_path, planned[names[path]], options) for path in files]
+    for i, result in map_on_cluster(segment_task, calls, [names[p] for p in files], workers, scheduler, progress,
+                                    "segmenting"):
+        yield files[i], result

@@ -287,9 +287,23 @@ def render_html(title: str, sections: Sequence[Section], subtitle: str | None = 
 
 
 # ------------------------------------------------------------------------------ analysis report
+def analyze_one(name: str, path: Path, micrographs: dict, records: dict, nm_per_px: float | None, mask_kind: str,
+                with_section: bool):
+    """One label image of :func:`analyze_labels`: (its analysis, its file record, its report
+    section when ``with_section``), the same on a Dask worker as in the serial loop."""
+    loaded = read_labelled_image(path, name, micrographs, records, nm_per_px, mask_kind)
+    analysis = analyze_image(loaded.labels, loaded.image, loaded.nm_per_px)
+    info = {"labels_file": str(loaded.labels_file),
+            "micrograph_file": str(loaded.micrograph_file) if loaded.micrograph_file else None,
+            "nm_per_px_source": loaded.nm_per_px_source,
+            "image_height_px": analysis.shape[0], "image_width_px": analysis.shape[1]}
+    return analysis, info, _image_section(name, analysis, loaded) if with_section else None
+
+
 def analyze_labels(label_paths, out, images=None, nm_per_px=None,
                    title: str = "sagegan particle report", max_image_sections: int = 20,
-                   mask_kind: str = "auto") -> dict:
+                   mask_kind: str = "auto", workers: int | None = None, scheduler: str | None = None,
+                   progress: bool = False) -> dict:
     """Analyse label images and write ``particles.csv``, ``summary.json`` and ``report.html``.
 
     Parameters
@@ -316,6 +330,9 @@ def analyze_labels(label_paths, out, images=None, nm_per_px=None,
         How to read the label images (:func:`sagegan.io.read_mask`): ``"auto"`` (the content
         decides; a micrograph given in place of a label image is refused), ``"binary"`` or
         ``"labels"``.
+    workers, scheduler : int, str, optional
+        Analyse the images on a Dask ``LocalCluster`` of ``workers`` processes, or on the
+        existing cluster at ``scheduler`` (:mod:`sagegan.cluster`), one image per task.
 
     Returns
     -------
@@ -339,19 +356,28 @@ def analyze_labels(label_paths, out, images=None, nm_per_px=None,
     records = read_segment_records(label_files) if images is None else {}
     names = unique_image_names(label_files)
 
+    calls = [(name, path, micrographs, records, nm_per_px, mask_kind, i < max_image_sections)
+             for i, (name, path) in enumerate(zip(names, label_files))]
+    done: dict[int, tuple] = {}
+    if workers is None and scheduler is None:
+        for i, call in enumerate(calls):
+            done[i] = analyze_one(*call)
+    else:
+        from .cluster import analyze_task, check_cluster_options, map_on_cluster
+
+        check_cluster_options(workers, scheduler)
+        calls = [(name, str(path), *rest) for name, path, *rest in calls]
+        for i, result in map_on_cluster(analyze_task, calls, names, workers, scheduler, progress, "analysing"):
+            if isinstance(result, BaseException):
+                raise result
+            done[i] = result
     analyses: dict[str, ImageAnalysis] = {}
     image_info: dict[str, dict] = {}
     image_sections = []
-    for name, path in zip(names, label_files):
-        loaded = read_labelled_image(path, name, micrographs, records, nm_per_px, mask_kind)
-        analysis = analyze_image(loaded.labels, loaded.image, loaded.nm_per_px)
-        analyses[name] = analysis
-        image_info[name] = {"labels_file": str(loaded.labels_file),
-                            "micrograph_file": str(loaded.micrograph_file) if loaded.micrograph_file else None,
-                            "nm_per_px_source": loaded.nm_per_px_source,
-                            "image_height_px": analysis.shape[0], "image_width_px": analysis.shape[1]}
-        if len(image_sections) < max_image_sections:
-            image_sections.append(_image_section(name, analysis, loaded))
+    for i, name in enumerate(names):  # in input order, whichever finished first
+        analyses[name], image_info[name], section = done[i]
+        if section is not None:
+            image_sections.append(section)
 
     batch = summarize_batch(analyses)
     atomic_write_bytes(out / "particles.csv", particles_table(analyses).to_csv(index=False).encode("utf-8"))
