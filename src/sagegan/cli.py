@@ -272,6 +272,8 @@ def segment(
     crop_bottom: int = CROP,
     max_pixels: int = typer.Option(100_000_000, "--max-pixels", min=1, help="Refuse larger images (pixels; "
                                    "memory grows with the pixel count, BENCHMARKS.md)."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32 | bf16: the network's arithmetic (bf16 is "
+                                  "faster on CPUs with bf16 units; BENCHMARKS.md)."),
     workers: Optional[int] = WORKERS,
     scheduler: Optional[str] = SCHEDULER,
 ) -> None:
@@ -289,7 +291,7 @@ def segment(
                           save_attention=save_attention, crop_bottom=crop_bottom, split=split,
                           report=lambda line: typer.echo(f"sagegan: {line}", err=True), max_pixels=max_pixels,
                           diameter_px=diameter_px, diameter_nm=diameter_nm, min_score=min_score,
-                          overlay_ids=overlay_ids, workers=workers, scheduler=scheduler)
+                          overlay_ids=overlay_ids, workers=workers, scheduler=scheduler, precision=precision)
     typer.echo(f"{len(batch.label_files)} image(s), {len(batch.particles)} particles -> {out}")
     if analyze and batch.label_files:
         from .report import analyze_labels
@@ -337,8 +339,9 @@ def analyze(
     """Particle sizes and spatial order -> particles.csv, summary.json and report.html."""
     from .report import analyze_labels
 
+    on_cluster = workers is not None or scheduler is not None
     summary = analyze_labels(labels, out, images=images, nm_per_px=nm_per_px, title=title, mask_kind=mask_kind,
-                             workers=workers, scheduler=scheduler, progress=workers is not None or scheduler is not None)
+                             workers=workers, scheduler=scheduler, progress=on_cluster)
     batch = summary["batch"]
     typer.echo(f"{batch.get('n_particles')} particles in {batch.get('n_images')} image(s); "
                f"report: {Path(out) / 'report.html'}")

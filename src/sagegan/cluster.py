@@ -1,10 +1,10 @@
 """Images on a Dask cluster: ``sagegan segment --workers N`` or ``--scheduler ADDRESS``.
 
 One image is one task (:func:`sagegan.infer.segment_to_files`: read, segment, write the outputs,
-measure; for ``analyze``, :func:`sagegan.report.analyze_one`), so a worker needs the input files and the output folder on storage it shares with the
-client, and the model folder; it loads the model once and keeps it. The client keeps the
-manifest, the particles table and the failure policy (:class:`sagegan.io.Batch`), exactly as in
-a serial run. ``workers`` starts a :class:`distributed.LocalCluster` of that many processes, one
+measure; for ``analyze``, :func:`sagegan.report.analyze_one`), so a worker needs the input files,
+the output folder and the model folder on storage it shares with the client; it loads the model
+once and keeps it. The client keeps the manifest, the particles table and the failure policy
+(:class:`sagegan.io.Batch`), exactly as in a serial run. ``workers`` starts a :class:`distributed.LocalCluster` of that many processes, one
 task at a time each, with the machine's cores shared out among their torch threads; ``scheduler``
 connects to a cluster started with Dask's own tools (``dask scheduler`` / ``dask worker``,
 dask-jobqueue on SLURM, dask-kubernetes), whose workers use all the cores they are given.
@@ -38,23 +38,26 @@ def check_cluster_options(workers: int | None, scheduler: str | None):
 
 
 @lru_cache(maxsize=2)
-def _worker_segmenter(model: str, threads: int | None):
+def _worker_segmenter(model: str, precision: str, threads: int | None):
     """The model, loaded once per worker process (and per model folder)."""
+    from dataclasses import replace
+
     import torch
 
     from .runs import load_segmenter
 
     if threads:
         torch.set_num_threads(threads)
-    return load_segmenter(Path(model))
+    return replace(load_segmenter(Path(model)), precision=precision)
 
 
-def segment_task(threads: int | None, model: str, path: str, name: str, out: str, outputs: Sequence[str],
-                 options: dict) -> dict:
+def segment_task(threads: int | None, model: str, precision: str, path: str, name: str, out: str,
+                 outputs: Sequence[str], options: dict) -> dict:
     """One image on a worker (see :func:`sagegan.infer.segment_to_files`)."""
     from .infer import segment_to_files
 
-    return segment_to_files(_worker_segmenter(model, threads), Path(path), name, Path(out), outputs, **options)
+    seg = _worker_segmenter(model, precision, threads)
+    return segment_to_files(seg, Path(path), name, Path(out), outputs, **options)
 
 
 def analyze_task(threads: int | None, name: str, path: str, micrographs: dict, records: dict,
@@ -97,12 +100,13 @@ def map_on_cluster(function, calls: Sequence[tuple], names: Sequence[str], worke
             cluster.close()
 
 
-def segment_on_cluster(model: Path, files: Sequence[Path], names: dict[Path, str], out: Path,
+def segment_on_cluster(model: Path, precision: str, files: Sequence[Path], names: dict[Path, str], out: Path,
                        planned: dict[str, list[str]], options: dict, workers: int | None = None,
                        scheduler: str | None = None, progress: bool = True) -> Iterator[tuple[Path, Any]]:
     """Every file as one :func:`segment_task`; yields ``(path, result or exception)`` as they finish."""
     model_path, out_path = str(Path(model).resolve()), str(Path(out).resolve())
-    calls = [(model_path, str(path.resolve()), names[path], out_path, planned[names[path]], options) for path in files]
+    calls = [(model_path, precision, str(path.resolve()), names[path], out_path, planned[names[path]], options)
+             for path in files]
     for i, result in map_on_cluster(segment_task, calls, [names[p] for p in files], workers, scheduler, progress,
                                     "segmenting"):
         yield files[i], result

@@ -182,13 +182,15 @@ def _predict(seg: Segmenter, norm: np.ndarray, scale: float, tta: bool, tile: in
     roi = tuple(tile_side(n, tile, min_overlap, net.divisor) for n in x.shape[-2:])
     overlap = tuple(0.0 if n <= r else min_overlap / r for n, r in zip(x.shape[-2:], roi))
 
+    dtype = next(net.parameters()).dtype
+
     def predictor(batch: torch.Tensor) -> torch.Tensor:
-        batch = batch.contiguous(memory_format=torch.channels_last)
+        batch = batch.to(dtype).contiguous(memory_format=torch.channels_last)
         if with_gates and net.attention_gates:
             out, gates = net(batch, return_gates=True)
-            extra = [gates[0]]
+            out, extra = out.float(), [gates[0].float()]
         else:
-            out, extra = net(batch), []
+            out, extra = net(batch).float(), []
         return torch.cat([out[:, :N_CLASSES].softmax(1), torch.sigmoid(out[:, N_CLASSES:N_CLASSES + 1])]
                          + extra, 1)
 
@@ -673,7 +675,7 @@ def segment_batch(inputs: Sequence[str | Path], model: str | Path | Segmenter | 
                   report: Callable[[str], None] | None = None, max_pixels: int | None = MAX_PIXELS,
                   diameter_px: float | None = None, diameter_nm: float | None = None,
                   min_score: float | None = None, overlay_ids: bool = False, workers: int | None = None,
-                  scheduler: str | None = None) -> SegmentBatch:
+                  scheduler: str | None = None, precision: str = "fp32") -> SegmentBatch:
     """Segment micrographs into ``out``; a bad image is reported and the others finish.
 
     Per image ``<name>_labels.tif``, ``_mask.png``, ``_overlay.png`` (and ``_attention.png``);
@@ -693,6 +695,7 @@ def segment_batch(inputs: Sequence[str | Path], model: str | Path | Segmenter | 
     (a typical particle diameter; nm needs the pixel size) replaces the zoom search, and
     ``min_score`` overrides the model's score threshold (:func:`segment_image`).
 
+    ``precision="bf16"`` runs the network in bfloat16 (BENCHMARKS.md: speed and accuracy).
     ``workers`` runs the images on a Dask ``LocalCluster`` of that many processes, ``scheduler``
     (an address) on an existing Dask cluster: one image is one task, each worker loads the model
     once, and the outputs are those of a serial run (:mod:`sagegan.cluster`).
@@ -729,10 +732,17 @@ def segment_batch(inputs: Sequence[str | Path], model: str | Path | Segmenter | 
         from .cluster import check_cluster_options
 
         check_cluster_options(workers, scheduler)
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"--precision must be fp32 or bf16, got {precision!r}")
     seg = model if isinstance(model, Segmenter) else load_segmenter(resolve_model(model))
+    if seg.precision != precision:
+        from dataclasses import replace
+
+        seg = replace(seg, precision=precision)
     provenance = model_provenance(seg)
     out.mkdir(parents=True, exist_ok=True)
-    settings = {"model": str(seg.path) if seg.path else None, **provenance, "scale": scale, "tta": tta,
+    settings = {"model": str(seg.path) if seg.path else None, **provenance, "precision": precision,
+                "scale": scale, "tta": tta,
                 "min_area_px": min_area_px, "nm_per_px": nm_per_px, "crop_bottom": crop_bottom,
                 "diameter_px": diameter_px, "diameter_nm": diameter_nm,
                 "min_score": seg.postprocess.get("min_score", 0.0) if min_score is None else min_score}
@@ -799,8 +809,8 @@ def segment_batch(inputs: Sequence[str | Path], model: str | Path | Segmenter | 
         for path in files:
             begin(path)
         write_json(out / SEGMENT_MANIFEST, manifest)
-        for path, outcome in segment_on_cluster(seg.path, files, names, out, planned, options, workers=workers,
-                                                scheduler=scheduler, progress=progress):
+        for path, outcome in segment_on_cluster(seg.path, precision, files, names, out, planned, options,
+                                                workers=workers, scheduler=scheduler, progress=progress):
             with batch.item(path):
                 if isinstance(outcome, BaseException):
                     undo(path)

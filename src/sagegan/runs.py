@@ -142,14 +142,18 @@ class Segmenter:
     net: AttentionUNet
     config: dict[str, Any]
     path: Path | None = None
+    # "bf16": inference with bfloat16 weights and activations (probabilities and distances still
+    # float32), for CPUs with bf16 units; "fp32" otherwise
+    precision: str = "fp32"
 
     @property
     def fast_net(self) -> AttentionUNet:
         """The network prepared for inference (rebuilt when the weights have changed)."""
         version = sum(int(p._version) for p in self.net.parameters())
-        key = (id(self.net), version, self.net.training)
+        key = (id(self.net), version, self.net.training, self.precision)
         if getattr(self, "_fast", None) is None or self._fast_key != key:
-            self._fast = inference_copy(self.net)
+            fast = inference_copy(self.net)
+            self._fast = fast.to(torch.bfloat16) if self.precision == "bf16" else fast
             self._fast_key = key
         return self._fast
 
