@@ -161,3 +161,14 @@ def test_segment_files_writes_outputs(seg_run, tmp_path):
     assert table["ecd_nm"].tolist() == pytest.approx((table["ecd_px"] * 2.0).tolist())
     with pytest.raises(InputError, match="none of the inputs"):
         segment_files([tmp_path / "in"], out, tmp_path / "x", split=["zzz"], progress=False)
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (40, 130), (130, 21)])
+def test_gaussian_trend_is_ndimage_gaussian_filter(shape):
+    from scipy import ndimage as ndi
+
+    from sagegan.infer import gaussian_trend
+
+    image = np.random.default_rng(0).random(shape).astype(np.float32)
+    sigma = max(shape) / 8
+    np.testing.assert_allclose(gaussian_trend(image, sigma), ndi.gaussian_filter(image, sigma), atol=1e-6)

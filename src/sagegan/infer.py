@@ -43,6 +43,20 @@ def _central_crop(image: np.ndarray, side: int) -> np.ndarray:
     return image[y0:y0 + side, x0:x0 + side]
 
 
+def gaussian_trend(image: np.ndarray, sigma: float, truncate: float = 4.0) -> np.ndarray:
+    """``scipy.ndimage.gaussian_filter(image, sigma)`` (mode "reflect") by FFT convolution, which
+    for the wide kernels of a background trend is several times faster than direct convolution."""
+    from scipy import signal
+
+    radius = int(truncate * sigma + 0.5)
+    x = np.arange(-radius, radius + 1)
+    kernel = np.exp(-0.5 * (x / sigma) ** 2)
+    kernel /= kernel.sum()
+    padded = np.pad(image, radius, mode="symmetric")  # numpy's "symmetric" is ndimage's "reflect"
+    rows = signal.fftconvolve(padded, kernel[None, :], mode="valid", axes=1)
+    return signal.fftconvolve(rows, kernel[:, None], mode="valid", axes=0).astype(image.dtype, copy=False)
+
+
 def estimate_diameter_autocorr(image: np.ndarray) -> float:
     """Typical particle diameter (px) from the radial autocorrelation of the image.
 
@@ -52,14 +66,16 @@ def estimate_diameter_autocorr(image: np.ndarray) -> float:
     """
     from scipy import ndimage as ndi
 
+    from scipy import fft
+
     img = _central_crop(image, AUTOCORR_MAX_SIDE).astype(np.float32)
     h, w = img.shape
     smooth = ndi.gaussian_filter(img, 1.0)
-    trend = ndi.gaussian_filter(img, max(h, w) / 8)
+    trend = gaussian_trend(img, max(h, w) / 8)
     x = smooth - trend
     x -= x.mean()
-    spectrum = np.abs(np.fft.rfft2(x, s=(2 * h, 2 * w))) ** 2
-    acf = np.fft.irfft2(spectrum, s=(2 * h, 2 * w))
+    spectrum = np.abs(fft.rfft2(x, s=(2 * h, 2 * w), workers=-1)) ** 2
+    acf = fft.irfft2(spectrum, s=(2 * h, 2 * w), workers=-1)
     acf = np.fft.fftshift(acf)
     cy, cx = h, w
     r_max = min(h, w) // 2
