@@ -4,10 +4,11 @@ One image is one task (:func:`sagegan.infer.segment_to_files`: read, segment, wr
 measure; for ``analyze``, :func:`sagegan.report.analyze_one`), so a worker needs the input files,
 the output folder and the model folder on storage it shares with the client; it loads the model
 once and keeps it. The client keeps the manifest, the particles table and the failure policy
-(:class:`sagegan.io.Batch`), exactly as in a serial run. ``workers`` starts a :class:`distributed.LocalCluster` of that many processes, one
-task at a time each, with the machine's cores shared out among their torch threads; ``scheduler``
-connects to a cluster started with Dask's own tools (``dask scheduler`` / ``dask worker``,
-dask-jobqueue on SLURM, dask-kubernetes), whose workers use all the cores they are given.
+(:class:`sagegan.io.Batch`), exactly as in a serial run. ``workers`` starts a
+:class:`distributed.LocalCluster` of that many processes, one task at a time each, with the
+machine's cores shared out among their torch threads; ``scheduler`` connects to a cluster started
+with Dask's own tools (``dask scheduler`` / ``dask worker``, dask-jobqueue on SLURM,
+dask-kubernetes), whose workers use all the cores they are given.
 
 Dask (``pip install 'sagegan[dask]'``) is imported only here.
 """

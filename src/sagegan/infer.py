@@ -64,9 +64,8 @@ def estimate_diameter_autocorr(image: np.ndarray) -> float:
     so D ~ r_half / 0.404. The background trend is removed first; it is a first guess that the
     segmenter's own prediction refines.
     """
-    from scipy import ndimage as ndi
-
     from scipy import fft
+    from scipy import ndimage as ndi
 
     img = _central_crop(image, AUTOCORR_MAX_SIDE).astype(np.float32)
     h, w = img.shape
@@ -758,9 +757,8 @@ def segment_batch(inputs: Sequence[str | Path], model: str | Path | Segmenter | 
     provenance = model_provenance(seg)
     out.mkdir(parents=True, exist_ok=True)
     settings = {"model": str(seg.path) if seg.path else None, **provenance, "precision": precision,
-                "scale": scale, "tta": tta,
-                "min_area_px": min_area_px, "nm_per_px": nm_per_px, "crop_bottom": crop_bottom,
-                "diameter_px": diameter_px, "diameter_nm": diameter_nm,
+                "scale": scale, "tta": tta, "min_area_px": min_area_px, "nm_per_px": nm_per_px,
+                "crop_bottom": crop_bottom, "diameter_px": diameter_px, "diameter_nm": diameter_nm,
                 "min_score": seg.postprocess.get("min_score", 0.0) if min_score is None else min_score}
     manifest = {"format": "sagegan segment manifest", "version": 1, "images": dict(recorded)}
     with_gate = save_attention and seg.net.attention_gates
