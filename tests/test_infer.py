@@ -172,3 +172,45 @@ def test_gaussian_trend_is_ndimage_gaussian_filter(shape):
     image = np.random.default_rng(0).random(shape).astype(np.float32)
     sigma = max(shape) / 8
     np.testing.assert_allclose(gaussian_trend(image, sigma), ndi.gaussian_filter(image, sigma), atol=1e-6)
+
+
+def test_save_rois_fill_exactly_each_particle_by_imagej_rule(seg_run, tmp_path):
+    """ImageJ fills a polygon ROI with the pixels whose centres lie inside it (even-odd rule,
+    ij.process.PolygonFiller); each ROI must cover its particle's pixels, no more, no fewer."""
+    from matplotlib.path import Path as Polygon
+    from roifile import ROI_TYPE, roiread
+    from scipy import ndimage as ndi
+
+    out, samples = seg_run
+    write_image(tmp_path / "in" / "a.png", samples[0].image)
+    table = segment_files([tmp_path / "in"], out, tmp_path / "pred", progress=False, save_rois=True)
+    labels = read_mask(tmp_path / "pred" / "a_labels.tif")
+    rois = roiread(tmp_path / "pred" / "a_rois.zip")
+    assert len(rois) == len(table) == labels.max() > 0
+    assert [r.name for r in rois] == [str(i) for i in table["id"]]
+    yy, xx = np.mgrid[0:labels.shape[0], 0:labels.shape[1]]
+    centres = np.column_stack([xx.ravel() + 0.5, yy.ravel() + 0.5])
+    for roi in rois:
+        assert roi.roitype == ROI_TYPE.POLYGON
+        filled = Polygon(roi.coordinates()).contains_points(centres).reshape(labels.shape)
+        # holes are filled: background pixels that no 8-connected path joins to the outside
+        particle = ndi.binary_fill_holes(labels == int(roi.name), structure=np.ones((3, 3)))
+        np.testing.assert_array_equal(filled, particle, err_msg=f"ROI {roi.name}")
+
+
+def test_pixel_outlines_of_awkward_shapes():
+    from matplotlib.path import Path as Polygon
+
+    from sagegan.particles import pixel_outlines
+
+    labels = np.zeros((12, 12), int)
+    labels[0:3, 0:2] = 1                        # on the border
+    labels[5:9, 5] = 2
+    labels[8, 5:9] = 2                          # an L
+    labels[2, 8] = 3                            # one pixel
+    outlines = pixel_outlines(labels)
+    np.testing.assert_array_equal(outlines[3], [[8, 3], [8, 2], [9, 2], [9, 3]])
+    yy, xx = np.mgrid[0:12, 0:12]
+    centres = np.column_stack([xx.ravel() + 0.5, yy.ravel() + 0.5])
+    for i, points in outlines.items():
+        assert Polygon(points).contains_points(centres).reshape(labels.shape).tolist() == (labels == i).tolist()

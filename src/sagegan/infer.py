@@ -690,10 +690,11 @@ def segment_batch(inputs: Sequence[str | Path], model: str | Path | Segmenter | 
                   report: Callable[[str], None] | None = None, max_pixels: int | None = MAX_PIXELS,
                   diameter_px: float | None = None, diameter_nm: float | None = None,
                   min_score: float | None = None, overlay_ids: bool = False, workers: int | None = None,
-                  scheduler: str | None = None, precision: str = "fp32") -> SegmentBatch:
+                  scheduler: str | None = None, precision: str = "fp32", save_rois: bool = False) -> SegmentBatch:
     """Segment micrographs into ``out``; a bad image is reported and the others finish.
 
-    Per image ``<name>_labels.tif``, ``_mask.png``, ``_overlay.png`` (and ``_attention.png``);
+    Per image ``<name>_labels.tif``, ``_mask.png``, ``_overlay.png`` (and ``_attention.png``,
+    and with ``save_rois`` ``_rois.zip``: one ImageJ polygon ROI per particle, named by its id);
     ``name`` is the stem (see :func:`output_names` for repeated stems). The folder also gets
 
     * ``segment_manifest.json``: every image whose outputs the folder holds, with its input,
@@ -729,7 +730,8 @@ def segment_batch(inputs: Sequence[str | Path], model: str | Path | Segmenter | 
     out = Path(out)
     recorded = read_segment_manifest(out)
     names = output_names(files, recorded)
-    suffixes = SEGMENT_OUTPUT_SUFFIXES if save_attention else SEGMENT_OUTPUT_SUFFIXES[:3]
+    suffixes = [s for s in SEGMENT_OUTPUT_SUFFIXES
+                if (s != "_attention.png" or save_attention) and (s != "_rois.zip" or save_rois)]
     ours = segment_outputs(out)
     theirs = [out / (n + s) for n in names.values() for s in suffixes
               if (out / (n + s)).exists() and n + s not in ours]
@@ -859,7 +861,7 @@ def segment_to_files(seg: Segmenter, path: Path, name: str, out: Path, outputs: 
     """One image of :func:`segment_batch`: read, segment, write the ``outputs`` (file names in
     ``out``), measure. Returns ``run`` (its record in segment_config.json) and ``table`` (its
     particles); the same on a Dask worker as in the serial loop."""
-    from .io import read_micrograph, write_image, write_labels
+    from .io import read_micrograph, write_image, write_imagej_rois, write_labels
     from .particles import measure
 
     clock = StageClock()
@@ -880,6 +882,8 @@ def segment_to_files(seg: Segmenter, path: Path, name: str, out: Path, outputs: 
     write_image(out / f"{name}_overlay.png", overlay_outlines(mg.image, labels, ids=overlay_ids))
     if f"{name}_attention.png" in outputs and gate is not None:
         write_image(out / f"{name}_attention.png", overlay_heatmap(mg.image, gate))
+    if f"{name}_rois.zip" in outputs:
+        write_imagej_rois(out / f"{name}_rois.zip", labels)
     clock.lap("write")
     table = measure(labels, mg.image, mg.nm_per_px)
     table.insert(0, "image", name)

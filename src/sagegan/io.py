@@ -785,6 +785,32 @@ def read_json(path: str | Path) -> Any:
         raise InputError(f"{path}: not valid JSON ({exc})") from None
 
 
+def write_imagej_rois(path: str | Path, labels: np.ndarray) -> Path:
+    """One ImageJ polygon ROI per particle, named by its id (the ``id`` of particles.csv), in a
+    ZIP that Fiji's ROI Manager opens (roifile). Outlines run along pixel edges
+    (:func:`sagegan.particles.pixel_outlines`): filled by ImageJ, a ROI covers exactly its
+    particle's pixels (holes filled; of a particle in pieces, the largest piece)."""
+    from roifile import ROI_TYPE, ImagejRoi, roiwrite
+
+    from .particles import pixel_outlines
+
+    rois = []
+    for i, points in pixel_outlines(labels).items():
+        roi = ImagejRoi.frompoints(points, name=str(i))
+        roi.roitype = ROI_TYPE.POLYGON
+        rois.append(roi)
+
+    def write(tmp: Path) -> None:
+        if rois:
+            roiwrite(tmp, rois, mode="w")
+        else:  # an image without particles: an empty archive
+            import zipfile
+
+            zipfile.ZipFile(tmp, "w").close()
+
+    return atomic_write(path, write)
+
+
 def write_labels(path: str | Path, labels: np.ndarray, nm_per_px: float | None = None) -> Path:
     """Write an instance-label map as a compressed TIFF: uint16, or uint32 above 65535 ids.
 
@@ -1081,7 +1107,7 @@ def find_micrographs(images: str | Path | None) -> dict[str, Path]:
 #: holds, by output name, with the input it came from, the files written and the settings used.
 SEGMENT_MANIFEST = "segment_manifest.json"
 #: The per-image outputs of ``sagegan segment``: ``<name><suffix>``.
-SEGMENT_OUTPUT_SUFFIXES = ("_labels.tif", "_mask.png", "_overlay.png", "_attention.png")
+SEGMENT_OUTPUT_SUFFIXES = ("_labels.tif", "_mask.png", "_overlay.png", "_attention.png", "_rois.zip")
 
 
 def read_segment_manifest(folder: str | Path) -> dict[str, dict]:
