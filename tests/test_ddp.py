@@ -63,6 +63,7 @@ def _rank(rank: int, port: int, norm: str, out: str) -> None:
     grads = _grads(ranks.wrap(net, torch.device("cpu")), *half)
     if rank == 0:
         torch.save(grads, out)
+    dist.barrier()  # no rank tears the group down while another still uses it
     dist.destroy_process_group()
 
 

@@ -214,3 +214,27 @@ def test_pixel_outlines_of_awkward_shapes():
     centres = np.column_stack([xx.ravel() + 0.5, yy.ravel() + 0.5])
     for i, points in outlines.items():
         assert Polygon(points).contains_points(centres).reshape(labels.shape).tolist() == (labels == i).tolist()
+
+
+def test_save_geojson_holds_the_outlines_and_measurements(seg_run, tmp_path):
+    import json
+
+    from roifile import roiread
+
+    out, samples = seg_run
+    write_image(tmp_path / "in" / "a.png", samples[1].image)
+    table = segment_files([tmp_path / "in"], out, tmp_path / "pred", progress=False, save_rois=True,
+                          save_geojson=True, nm_per_px=2.0)
+    data = json.loads((tmp_path / "pred" / "a_particles.geojson").read_text())
+    features = data["features"]
+    assert data["type"] == "FeatureCollection" and len(features) == len(table) > 0
+    rois = {r.name: r.coordinates().tolist() for r in roiread(tmp_path / "pred" / "a_rois.zip")}
+    for feature, (_, row) in zip(features, table.iterrows()):
+        ring = feature["geometry"]["coordinates"][0]
+        assert ring[0] == ring[-1] and ring[:-1] == rois[feature["properties"]["name"]]
+        assert feature["properties"]["name"] == str(row["id"])
+        measured = feature["properties"]["measurements"]
+        assert measured["area_px"] == row["area_px"] and measured["ecd_nm"] == pytest.approx(row["ecd_nm"])
+        assert measured["score"] == pytest.approx(row["score"])
+    manifest = json.loads((tmp_path / "pred" / "segment_manifest.json").read_text())
+    assert "a_particles.geojson" in manifest["images"]["a"]["outputs"]

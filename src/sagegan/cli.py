@@ -268,6 +268,8 @@ def segment(
     save_attention: bool = typer.Option(False, "--save-attention", help="Also write <stem>_attention.png."),
     save_rois: bool = typer.Option(False, "--save-rois", help="Also write <stem>_rois.zip: one ImageJ polygon ROI "
                                    "per particle, named by its particles.csv id (Fiji's ROI Manager opens it)."),
+    save_geojson: bool = typer.Option(False, "--save-geojson", help="Also write <stem>_particles.geojson: the "
+                                      "particle outlines and measurements as QuPath detections."),
     analyze: bool = typer.Option(False, "--analyze", help="Also run `sagegan analyze` on the images of this "
                                  "run, into OUT/analysis/."),
     split: Optional[Path] = typer.Option(None, "--split", help="Only the inputs whose stems this file lists."),
@@ -294,7 +296,7 @@ def segment(
                           report=lambda line: typer.echo(f"sagegan: {line}", err=True), max_pixels=max_pixels,
                           diameter_px=diameter_px, diameter_nm=diameter_nm, min_score=min_score,
                           overlay_ids=overlay_ids, workers=workers, scheduler=scheduler, precision=precision,
-                          save_rois=save_rois)
+                          save_rois=save_rois, save_geojson=save_geojson)
     typer.echo(f"{len(batch.label_files)} image(s), {len(batch.particles)} particles -> {out}")
     if analyze and batch.label_files:
         from .report import analyze_labels

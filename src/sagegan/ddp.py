@@ -112,5 +112,8 @@ def distributed_context(device_name: str = "auto") -> Iterator[Ranks]:
     torch.distributed.init_process_group("nccl" if use_cuda else "gloo")
     try:
         yield ranks
+        # the other ranks wait while rank 0 tunes and saves: a rank that tears its connections
+        # down early can abort the process group under the others
+        torch.distributed.barrier()
     finally:
         torch.distributed.destroy_process_group()

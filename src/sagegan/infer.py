@@ -690,11 +690,13 @@ def segment_batch(inputs: Sequence[str | Path], model: str | Path | Segmenter | 
                   report: Callable[[str], None] | None = None, max_pixels: int | None = MAX_PIXELS,
                   diameter_px: float | None = None, diameter_nm: float | None = None,
                   min_score: float | None = None, overlay_ids: bool = False, workers: int | None = None,
-                  scheduler: str | None = None, precision: str = "fp32", save_rois: bool = False) -> SegmentBatch:
+                  scheduler: str | None = None, precision: str = "fp32", save_rois: bool = False,
+                  save_geojson: bool = False) -> SegmentBatch:
     """Segment micrographs into ``out``; a bad image is reported and the others finish.
 
     Per image ``<name>_labels.tif``, ``_mask.png``, ``_overlay.png`` (and ``_attention.png``,
-    and with ``save_rois`` ``_rois.zip``: one ImageJ polygon ROI per particle, named by its id);
+    with ``save_rois`` ``_rois.zip``: one ImageJ polygon ROI per particle, named by its id; with
+    ``save_geojson`` ``_particles.geojson``: the same outlines with their measurements, for QuPath);
     ``name`` is the stem (see :func:`output_names` for repeated stems). The folder also gets
 
     * ``segment_manifest.json``: every image whose outputs the folder holds, with its input,
@@ -730,8 +732,8 @@ def segment_batch(inputs: Sequence[str | Path], model: str | Path | Segmenter | 
     out = Path(out)
     recorded = read_segment_manifest(out)
     names = output_names(files, recorded)
-    suffixes = [s for s in SEGMENT_OUTPUT_SUFFIXES
-                if (s != "_attention.png" or save_attention) and (s != "_rois.zip" or save_rois)]
+    wanted = {"_attention.png": save_attention, "_rois.zip": save_rois, "_particles.geojson": save_geojson}
+    suffixes = [s for s in SEGMENT_OUTPUT_SUFFIXES if wanted.get(s, True)]
     ours = segment_outputs(out)
     theirs = [out / (n + s) for n in names.values() for s in suffixes
               if (out / (n + s)).exists() and n + s not in ours]
@@ -861,7 +863,7 @@ def segment_to_files(seg: Segmenter, path: Path, name: str, out: Path, outputs: 
     """One image of :func:`segment_batch`: read, segment, write the ``outputs`` (file names in
     ``out``), measure. Returns ``run`` (its record in segment_config.json) and ``table`` (its
     particles); the same on a Dask worker as in the serial loop."""
-    from .io import read_micrograph, write_image, write_imagej_rois, write_labels
+    from .io import read_micrograph, write_geojson, write_image, write_imagej_rois, write_labels
     from .particles import measure
 
     clock = StageClock()
@@ -892,6 +894,9 @@ def segment_to_files(seg: Segmenter, path: Path, name: str, out: Path, outputs: 
     for key, value in model_provenance(seg).items():
         table[key] = value
     clock.lap("measure")
+    if f"{name}_particles.geojson" in outputs:
+        write_geojson(out / f"{name}_particles.geojson", labels, table)
+        clock.lap("write")
     run["seconds"] = {stage: round(clock.seconds.get(stage, 0.0), 4) for stage in STAGES}
     return {"run": run, "table": table}
 

@@ -811,6 +811,28 @@ def write_imagej_rois(path: str | Path, labels: np.ndarray) -> Path:
     return atomic_write(path, write)
 
 
+def write_geojson(path: str | Path, labels: np.ndarray, particles: Any = None) -> Path:
+    """The particles as a GeoJSON FeatureCollection that QuPath imports as detections: one
+    polygon per particle in pixel coordinates (the outlines of :func:`write_imagej_rois`), with
+    its ``id`` as name and, from ``particles`` (the rows of particles.csv), its numeric columns as
+    measurements."""
+    from .particles import pixel_outlines
+
+    rows = {}
+    if particles is not None and len(particles):
+        numeric = particles.select_dtypes("number")
+        rows = {int(i): {k: float(v) for k, v in r.items() if np.isfinite(v)}
+                for i, r in zip(particles["id"], numeric.to_dict("records"))}
+    features = []
+    for i, points in pixel_outlines(labels).items():
+        ring = np.vstack([points, points[:1]]).tolist()  # a closed ring
+        features.append({"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]},
+                         "properties": {"objectType": "detection", "name": str(i),
+                                        "measurements": rows.get(i, {})}})
+    data = {"type": "FeatureCollection", "features": features}
+    return atomic_write_bytes(path, json.dumps(data).encode("utf-8"))
+
+
 def write_labels(path: str | Path, labels: np.ndarray, nm_per_px: float | None = None) -> Path:
     """Write an instance-label map as a compressed TIFF: uint16, or uint32 above 65535 ids.
 
@@ -1107,7 +1129,8 @@ def find_micrographs(images: str | Path | None) -> dict[str, Path]:
 #: holds, by output name, with the input it came from, the files written and the settings used.
 SEGMENT_MANIFEST = "segment_manifest.json"
 #: The per-image outputs of ``sagegan segment``: ``<name><suffix>``.
-SEGMENT_OUTPUT_SUFFIXES = ("_labels.tif", "_mask.png", "_overlay.png", "_attention.png", "_rois.zip")
+SEGMENT_OUTPUT_SUFFIXES = ("_labels.tif", "_mask.png", "_overlay.png", "_attention.png", "_rois.zip",
+                           "_particles.geojson")
 
 
 def read_segment_manifest(folder: str | Path) -> dict[str, dict]:
