@@ -238,3 +238,21 @@ def test_save_geojson_holds_the_outlines_and_measurements(seg_run, tmp_path):
         assert measured["score"] == pytest.approx(row["score"])
     manifest = json.loads((tmp_path / "pred" / "segment_manifest.json").read_text())
     assert "a_particles.geojson" in manifest["images"]["a"]["outputs"]
+
+
+def test_ome_labels_carry_the_pixel_size(seg_run, tmp_path):
+    import tifffile
+
+    from sagegan.io import read_pixel_size
+
+    out, samples = seg_run
+    write_image(tmp_path / "in" / "a.png", samples[0].image)
+    segment_files([tmp_path / "in"], out, tmp_path / "plain", progress=False, nm_per_px=2.5)
+    segment_files([tmp_path / "in"], out, tmp_path / "ome", progress=False, nm_per_px=2.5, ome=True)
+    path = tmp_path / "ome" / "a_labels.tif"
+    with tifffile.TiffFile(path) as tif:
+        assert tif.is_ome
+        xml = tif.ome_metadata
+    assert 'PhysicalSizeX="2.5"' in xml and 'PhysicalSizeXUnit="nm"' in xml and 'PhysicalSizeY="2.5"' in xml
+    assert read_pixel_size(path) == pytest.approx(2.5)
+    np.testing.assert_array_equal(read_mask(path), read_mask(tmp_path / "plain" / "a_labels.tif"))

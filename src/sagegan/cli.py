@@ -270,6 +270,8 @@ def segment(
                                    "per particle, named by its particles.csv id (Fiji's ROI Manager opens it)."),
     save_geojson: bool = typer.Option(False, "--save-geojson", help="Also write <stem>_particles.geojson: the "
                                       "particle outlines and measurements as QuPath detections."),
+    ome: bool = typer.Option(False, "--ome", help="Write <stem>_labels.tif as OME-TIFF with the pixel size as "
+                             "PhysicalSizeX/Y (instead of ImageJ tags)."),
     analyze: bool = typer.Option(False, "--analyze", help="Also run `sagegan analyze` on the images of this "
                                  "run, into OUT/analysis/."),
     split: Optional[Path] = typer.Option(None, "--split", help="Only the inputs whose stems this file lists."),
@@ -296,7 +298,7 @@ def segment(
                           report=lambda line: typer.echo(f"sagegan: {line}", err=True), max_pixels=max_pixels,
                           diameter_px=diameter_px, diameter_nm=diameter_nm, min_score=min_score,
                           overlay_ids=overlay_ids, workers=workers, scheduler=scheduler, precision=precision,
-                          save_rois=save_rois, save_geojson=save_geojson)
+                          save_rois=save_rois, save_geojson=save_geojson, ome=ome)
     typer.echo(f"{len(batch.label_files)} image(s), {len(batch.particles)} particles -> {out}")
     if analyze and batch.label_files:
         from .report import analyze_labels

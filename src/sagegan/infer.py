@@ -691,12 +691,13 @@ def segment_batch(inputs: Sequence[str | Path], model: str | Path | Segmenter | 
                   diameter_px: float | None = None, diameter_nm: float | None = None,
                   min_score: float | None = None, overlay_ids: bool = False, workers: int | None = None,
                   scheduler: str | None = None, precision: str = "fp32", save_rois: bool = False,
-                  save_geojson: bool = False) -> SegmentBatch:
+                  save_geojson: bool = False, ome: bool = False) -> SegmentBatch:
     """Segment micrographs into ``out``; a bad image is reported and the others finish.
 
     Per image ``<name>_labels.tif``, ``_mask.png``, ``_overlay.png`` (and ``_attention.png``,
     with ``save_rois`` ``_rois.zip``: one ImageJ polygon ROI per particle, named by its id; with
-    ``save_geojson`` ``_particles.geojson``: the same outlines with their measurements, for QuPath);
+    ``save_geojson`` ``_particles.geojson``: the same outlines with their measurements, for QuPath;
+    ``ome`` writes the labels as OME-TIFF with the pixel size as PhysicalSizeX/Y);
     ``name`` is the stem (see :func:`output_names` for repeated stems). The folder also gets
 
     * ``segment_manifest.json``: every image whose outputs the folder holds, with its input,
@@ -769,7 +770,7 @@ def segment_batch(inputs: Sequence[str | Path], model: str | Path | Segmenter | 
     planned = {name: [name + s for s in suffixes if s != "_attention.png" or with_gate] for name in names.values()}
     options = dict(nm_per_px=nm_per_px, crop_bottom=crop_bottom, max_pixels=max_pixels, scale=scale, tta=tta,
                    min_area_px=min_area_px, save_attention=save_attention, diameter_px=diameter_px,
-                   diameter_nm=diameter_nm, min_score=min_score, overlay_ids=overlay_ids)
+                   diameter_nm=diameter_nm, min_score=min_score, overlay_ids=overlay_ids, ome=ome)
     results: dict[Path, dict] = {}
     earlier: dict[str, tuple[dict | None, bool]] = {}
     batch = Batch(len(files), "image", report)
@@ -859,7 +860,7 @@ def segment_batch(inputs: Sequence[str | Path], model: str | Path | Segmenter | 
 def segment_to_files(seg: Segmenter, path: Path, name: str, out: Path, outputs: Sequence[str], *,
                      nm_per_px: float | None, crop_bottom: int, max_pixels: int | None, scale: str | float,
                      tta: bool, min_area_px: int | None, save_attention: bool, diameter_px: float | None,
-                     diameter_nm: float | None, min_score: float | None, overlay_ids: bool) -> dict:
+                     diameter_nm: float | None, min_score: float | None, overlay_ids: bool, ome: bool = False) -> dict:
     """One image of :func:`segment_batch`: read, segment, write the ``outputs`` (file names in
     ``out``), measure. Returns ``run`` (its record in segment_config.json) and ``table`` (its
     particles); the same on a Dask worker as in the serial loop."""
@@ -879,7 +880,7 @@ def segment_to_files(seg: Segmenter, path: Path, name: str, out: Path, outputs: 
            "scale": result.scale, "passes": result.passes, "nm_per_px": mg.nm_per_px, "nm_per_px_source": source,
            "warnings": result.warnings}
     del result  # its probability maps are the largest arrays of a big image
-    write_labels(out / f"{name}_labels.tif", labels, nm_per_px=mg.nm_per_px)
+    write_labels(out / f"{name}_labels.tif", labels, nm_per_px=mg.nm_per_px, ome=ome)
     write_image(out / f"{name}_mask.png", ((labels > 0) * 255).astype(np.uint8))
     write_image(out / f"{name}_overlay.png", overlay_outlines(mg.image, labels, ids=overlay_ids))
     if f"{name}_attention.png" in outputs and gate is not None:

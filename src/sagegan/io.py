@@ -833,7 +833,7 @@ def write_geojson(path: str | Path, labels: np.ndarray, particles: Any = None) -
     return atomic_write_bytes(path, json.dumps(data).encode("utf-8"))
 
 
-def write_labels(path: str | Path, labels: np.ndarray, nm_per_px: float | None = None) -> Path:
+def write_labels(path: str | Path, labels: np.ndarray, nm_per_px: float | None = None, ome: bool = False) -> Path:
     """Write an instance-label map as a compressed TIFF: uint16, or uint32 above 65535 ids.
 
     Parameters
@@ -845,6 +845,8 @@ def write_labels(path: str | Path, labels: np.ndarray, nm_per_px: float | None =
         the ImageJ format cannot hold, get plain TIFF resolution in pixels per centimetre.
         :func:`read_pixel_size` (and so :func:`read_labelled_image`) reads both back. None
         writes no calibration.
+    ome : an OME-TIFF instead (Bio-Formats, QuPath, napari): the pixel size as OME
+        PhysicalSizeX/Y in nm, and as plain TIFF resolution, which :func:`read_pixel_size` reads.
     """
     import tifffile
 
@@ -856,7 +858,15 @@ def write_labels(path: str | Path, labels: np.ndarray, nm_per_px: float | None =
     top = int(labels.max()) if labels.size else 0
     dtype = np.uint16 if top <= np.iinfo(np.uint16).max else np.uint32
     options: dict[str, Any] = {}
-    if nm_per_px is not None and dtype == np.uint16:
+    if ome:
+        metadata: dict[str, Any] = {"axes": "YX"}
+        if nm_per_px is not None:
+            metadata.update(PhysicalSizeX=float(nm_per_px), PhysicalSizeXUnit="nm", PhysicalSizeY=float(nm_per_px),
+                            PhysicalSizeYUnit="nm")
+            px_per_cm = 1e7 / float(nm_per_px)
+            options = {"resolution": (px_per_cm, px_per_cm), "resolutionunit": "CENTIMETER"}
+        options.update(ome=True, metadata=metadata)
+    elif nm_per_px is not None and dtype == np.uint16:
         px_per_nm = 1.0 / float(nm_per_px)
         options = {"imagej": True, "resolution": (px_per_nm, px_per_nm), "metadata": {"unit": "nm"}}
     elif nm_per_px is not None:
