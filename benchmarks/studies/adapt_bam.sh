@@ -11,18 +11,13 @@
 # BAM is CC BY-NC-ND: measured here, never in shipped weights. Run on a quiet machine: the
 # budget is wall clock.
 set -euo pipefail
-BAM=${BAM:-../shared/data/bam_tio2_sem}
+source "$(dirname "$0")/bam_common.sh"   # BAM, SAGEGAN, PY, bam_splits, k_split, bam_score
 WORK=${WORK:-work/adapt}
 MINUTES=${MINUTES:-6}
 SEEDS=${SEEDS:-"0 1"}
 METHODS=${METHODS:-"pseudo-label copy-paste sage-gan"}
 CEILING=${CEILING:-1}
-SAGEGAN=${SAGEGAN:-.venv/bin/sagegan}
-PY=${PY:-.venv/bin/python}
-mkdir -p "$WORK"
-ls "$BAM/images" | sed 's/\.[^.]*$//' | sort > "$WORK/all.txt"
-head -30 "$WORK/all.txt" > "$WORK/train.txt"
-tail -10 "$WORK/all.txt" > "$WORK/test.txt"
+bam_splits "$WORK"
 awk 'NR % 3 == 1' "$WORK/train.txt" > "$WORK/val.txt"
 head -n 3 "$WORK/train.txt" > "$WORK/ceiling.val"
 tail -n +4 "$WORK/train.txt" > "$WORK/ceiling.train"
@@ -31,10 +26,7 @@ score() {  # score NAME MODEL
   local name=$1 model=$2
   for part in test val; do
     [ -f "$WORK/$name.$part.json" ] && continue
-    "$SAGEGAN" segment "$BAM/images" --split "$WORK/$part.txt" --model "$model" --out "$WORK/$name-$part" \
-        --crop-bottom 56 --nm-per-px 7.344 --min-score 0 > /dev/null
-    "$PY" benchmarks/studies/general_model.py --pred "$WORK/$name-$part" --truth "$BAM/masks" \
-        --split "$WORK/$part.txt" --crop-bottom 56 --nm-per-px 7.344 --json "$WORK/$name.$part.json" > /dev/null
+    bam_score "$model" "$WORK/$part.txt" "$WORK/$name-$part" "$WORK/$name.$part.json"
   done
   "$PY" - "$WORK" "$name" <<'PY'
 import json, sys

@@ -6,27 +6,19 @@
 #  3. a diagnostic: sage-gan with as many segmenter steps as pseudo-label made in its budget
 #     (SG_STEPS, and as many GAN steps before them), i.e. synthetic pairs for free.
 set -euo pipefail
-BAM=${BAM:-../shared/data/bam_tio2_sem}
+source "$(dirname "$0")/bam_common.sh"   # BAM, SAGEGAN, PY, bam_splits, k_split, bam_score
 WORK=${WORK:-work/adapt}
 FT=${FT:-work/finetune}
 MINUTES=${MINUTES:-6}
 STEPS=${STEPS:-300}
 SEEDS=${SEEDS:-"0 1"}
-SAGEGAN=${SAGEGAN:-.venv/bin/sagegan}
-PY=${PY:-.venv/bin/python}
 SG_STEPS=${SG_STEPS:-275}
 PART=${PART:-all}   # inductive | copy-paste | sage-gan-steps | all
-mkdir -p "$WORK"
-ls "$BAM/images" | sed 's/\.[^.]*$//' | sort > "$WORK/all.txt"   # the splits of adapt_bam.sh
-head -30 "$WORK/all.txt" > "$WORK/train.txt"
-tail -10 "$WORK/all.txt" > "$WORK/test.txt"
+bam_splits "$WORK"   # the splits of adapt_bam.sh
 
 scored() {  # scored NAME MODEL PART: segment the ids of PART.txt and score them
   local name=$1 model=$2 part=$3
-  "$SAGEGAN" segment "$BAM/images" --split "$WORK/$part.txt" --model "$model" --out "$WORK/$name-$part" \
-      --crop-bottom 56 --nm-per-px 7.344 --min-score 0 > /dev/null
-  "$PY" benchmarks/studies/general_model.py --pred "$WORK/$name-$part" --truth "$BAM/masks" \
-      --split "$WORK/$part.txt" --crop-bottom 56 --nm-per-px 7.344 --json "$WORK/$name.$part.json" > /dev/null
+  bam_score "$model" "$WORK/$part.txt" "$WORK/$name-$part" "$WORK/$name.$part.json"
   "$PY" -c "import json; r=json.load(open('$WORK/$name.$part.json'))['all']; print('$name $part F1 %.3f Dice %.3f PQ %.3f' % (r['f1_50'], r['dice'], r['pq']))"
 }
 
@@ -38,13 +30,8 @@ if [ "$PART" = all ] || [ "$PART" = inductive ]; then
   scored "$name" "$WORK/$name" test
 fi
 if [ "$PART" = all ] || [ "$PART" = copy-paste ]; then
-  mkdir -p "$FT"
-  ls "$BAM/images" | sed 's/\.[^.]*$//' | sort | head -30 > "$FT/pool.txt"
   for seed in $SEEDS; do
-    # the k = 8 split of finetune_few_labels.sh for this seed: 2 validation + 6 training ids
-    "$PY" -c "import random; ids=open('$FT/pool.txt').read().split(); random.Random($seed).shuffle(ids); print('\n'.join(ids[:8]))" > "$FT/init-k8-s$seed.ids"
-    head -n 2 "$FT/init-k8-s$seed.ids" > "$FT/init-k8-s$seed.val"
-    tail -n +3 "$FT/init-k8-s$seed.ids" > "$FT/init-k8-s$seed.train"
+    k_split "$FT" "init-k8-s$seed" 8 "$seed"   # the k = 8 split of finetune_few_labels.sh for this seed
     name=cp-init-k8-s$seed
     [ -f "$WORK/$name/config.json" ] || "$SAGEGAN" train-seg --images "$BAM/images" --masks "$BAM/masks" \
         --crop-bottom 56 --nm-per-px 7.344 --split "$FT/init-k8-s$seed.train" --val-split "$FT/init-k8-s$seed.val" \

@@ -10,33 +10,20 @@
 # early stop is disabled by the large patience of a short run. Each model then segments the 10
 # test images (data bar cropped) and benchmarks/studies/general_model.py scores them.
 set -euo pipefail
-BAM=${BAM:-../shared/data/bam_tio2_sem}
+source "$(dirname "$0")/bam_common.sh"   # BAM, SAGEGAN, PY, bam_splits, k_split, bam_score
 WORK=${WORK:-work/finetune}
 STEPS=${STEPS:-600}
 SEEDS=${SEEDS:-"0 1"}
 KS=${KS:-"4 8"}
 ALL=${ALL:-1}   # 0: skip the from-scratch run on all 30 images
-SAGEGAN=${SAGEGAN:-.venv/bin/sagegan}
-PY=${PY:-.venv/bin/python}
-mkdir -p "$WORK"
-ls "$BAM/images" | sed 's/\.[^.]*$//' | sort > "$WORK/all.txt"
-head -30 "$WORK/all.txt" > "$WORK/pool.txt"
-tail -10 "$WORK/all.txt" > "$WORK/test.txt"
 
 run() {  # run NAME K SEED INIT...
   local name=$1 k=$2 seed=$3; shift 3
-  local n_val=$(( k >= 30 ? 3 : (k + 3) / 4 ))
-  # a seeded choice of k ids from the pool: the first n_val validate, the rest train
-  "$PY" -c "import random,sys; ids=open('$WORK/pool.txt').read().split(); random.Random($seed).shuffle(ids); print('\n'.join(ids[:$k]))" > "$WORK/$name.ids"
-  head -n "$n_val" "$WORK/$name.ids" > "$WORK/$name.val"
-  tail -n +"$((n_val + 1))" "$WORK/$name.ids" > "$WORK/$name.train"
+  k_split "$WORK" "$name" "$k" "$seed"   # the first validate, the rest train
   [ -f "$WORK/$name/config.json" ] || "$SAGEGAN" train-seg --images "$BAM/images" --masks "$BAM/masks" \
       --crop-bottom 56 --nm-per-px 7.344 --split "$WORK/$name.train" --val-split "$WORK/$name.val" \
       --out "$WORK/$name" --max-steps "$STEPS" --val-every 100 --seed "$seed" "$@"
-  "$SAGEGAN" segment "$BAM/images" --split "$WORK/test.txt" --model "$WORK/$name" --out "$WORK/$name-test" \
-      --crop-bottom 56 --nm-per-px 7.344 --min-score 0 > /dev/null
-  "$PY" benchmarks/studies/general_model.py --pred "$WORK/$name-test" --truth "$BAM/masks" \
-      --split "$WORK/test.txt" --crop-bottom 56 --nm-per-px 7.344 --json "$WORK/$name.json" > /dev/null
+  bam_score "$WORK/$name" "$WORK/test.txt" "$WORK/$name-test" "$WORK/$name.json"
   "$PY" -c "import json; r=json.load(open('$WORK/$name.json'))['all']; print('$name', r['f1_50'], r['dice'], r['pq'])"
 }
 
