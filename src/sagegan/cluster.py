@@ -61,12 +61,11 @@ def segment_task(threads: int | None, model: str, precision: str, path: str, nam
     return segment_to_files(seg, Path(path), name, Path(out), outputs, **options)
 
 
-def analyze_task(threads: int | None, name: str, path: str, micrographs: dict, records: dict,
-                 nm_per_px: float | None, mask_kind: str, with_section: bool):
+def analyze_task(threads: int | None, *call):
     """One label image of ``sagegan analyze`` on a worker (see :func:`sagegan.report.analyze_one`)."""
     from .report import analyze_one
 
-    return analyze_one(name, Path(path), micrographs, records, nm_per_px, mask_kind, with_section)
+    return analyze_one(*call)
 
 
 def map_on_cluster(function, calls: Sequence[tuple], names: Sequence[str], workers: int | None = None,

@@ -14,6 +14,7 @@ The pipeline for one micrograph:
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -417,8 +418,6 @@ class StageClock:
     """Wall-clock seconds per stage: ``lap(name)`` adds the time since the previous lap to ``name``."""
 
     def __init__(self) -> None:
-        import time
-
         self._now = time.perf_counter
         self._last = self._now()
         self.seconds: dict[str, float] = {}
@@ -885,8 +884,13 @@ def segment_to_files(seg: Segmenter, path: Path, name: str, out: Path, outputs: 
     write_image(out / f"{name}_overlay.png", overlay_outlines(mg.image, labels, ids=overlay_ids))
     if f"{name}_attention.png" in outputs and gate is not None:
         write_image(out / f"{name}_attention.png", overlay_heatmap(mg.image, gate))
+    outlines = None
+    if f"{name}_rois.zip" in outputs or f"{name}_particles.geojson" in outputs:
+        from .particles import pixel_outlines
+
+        outlines = pixel_outlines(labels)  # one tracing serves both formats
     if f"{name}_rois.zip" in outputs:
-        write_imagej_rois(out / f"{name}_rois.zip", labels)
+        write_imagej_rois(out / f"{name}_rois.zip", outlines)
     clock.lap("write")
     table = measure(labels, mg.image, mg.nm_per_px)
     table.insert(0, "image", name)
@@ -896,7 +900,7 @@ def segment_to_files(seg: Segmenter, path: Path, name: str, out: Path, outputs: 
         table[key] = value
     clock.lap("measure")
     if f"{name}_particles.geojson" in outputs:
-        write_geojson(out / f"{name}_particles.geojson", labels, table)
+        write_geojson(out / f"{name}_particles.geojson", outlines, table)
         clock.lap("write")
     run["seconds"] = {stage: round(clock.seconds.get(stage, 0.0), 4) for stage in STAGES}
     return {"run": run, "table": table}

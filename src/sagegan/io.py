@@ -785,17 +785,15 @@ def read_json(path: str | Path) -> Any:
         raise InputError(f"{path}: not valid JSON ({exc})") from None
 
 
-def write_imagej_rois(path: str | Path, labels: np.ndarray) -> Path:
+def write_imagej_rois(path: str | Path, outlines: dict[int, np.ndarray]) -> Path:
     """One ImageJ polygon ROI per particle, named by its id (the ``id`` of particles.csv), in a
-    ZIP that Fiji's ROI Manager opens (roifile). Outlines run along pixel edges
-    (:func:`sagegan.particles.pixel_outlines`): filled by ImageJ, a ROI covers exactly its
-    particle's pixels (holes filled; of a particle in pieces, the largest piece)."""
+    ZIP that Fiji's ROI Manager opens (roifile). ``outlines`` are those of
+    :func:`sagegan.particles.pixel_outlines`, along pixel edges: filled by ImageJ, a ROI covers
+    exactly its particle's pixels (holes filled; of a particle in pieces, the largest piece)."""
     from roifile import ROI_TYPE, ImagejRoi, roiwrite
 
-    from .particles import pixel_outlines
-
     rois = []
-    for i, points in pixel_outlines(labels).items():
+    for i, points in outlines.items():
         roi = ImagejRoi.frompoints(points, name=str(i))
         roi.roitype = ROI_TYPE.POLYGON
         rois.append(roi)
@@ -811,20 +809,18 @@ def write_imagej_rois(path: str | Path, labels: np.ndarray) -> Path:
     return atomic_write(path, write)
 
 
-def write_geojson(path: str | Path, labels: np.ndarray, particles: Any = None) -> Path:
+def write_geojson(path: str | Path, outlines: dict[int, np.ndarray], particles: Any = None) -> Path:
     """The particles as a GeoJSON FeatureCollection that QuPath imports as detections: one
-    polygon per particle in pixel coordinates (the outlines of :func:`write_imagej_rois`), with
-    its ``id`` as name and, from ``particles`` (the rows of particles.csv), its numeric columns as
-    measurements."""
-    from .particles import pixel_outlines
-
+    polygon per particle in pixel coordinates (``outlines`` of
+    :func:`sagegan.particles.pixel_outlines`), with its ``id`` as name and, from ``particles``
+    (the rows of particles.csv), its numeric columns as measurements."""
     rows = {}
     if particles is not None and len(particles):
         numeric = particles.select_dtypes("number")
         rows = {int(i): {k: float(v) for k, v in r.items() if np.isfinite(v)}
                 for i, r in zip(particles["id"], numeric.to_dict("records"))}
     features = []
-    for i, points in pixel_outlines(labels).items():
+    for i, points in outlines.items():
         ring = np.vstack([points, points[:1]]).tolist()  # a closed ring
         features.append({"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]},
                          "properties": {"objectType": "detection", "name": str(i),
@@ -857,21 +853,20 @@ def write_labels(path: str | Path, labels: np.ndarray, nm_per_px: float | None =
         raise ValueError(f"nm_per_px must be a positive number, got {nm_per_px}")
     top = int(labels.max()) if labels.size else 0
     dtype = np.uint16 if top <= np.iinfo(np.uint16).max else np.uint32
+    # plain TIFF resolution in pixels per centimetre, which read_pixel_size reads back
     options: dict[str, Any] = {}
+    if nm_per_px is not None:
+        px_per_cm = 1e7 / float(nm_per_px)
+        options = {"resolution": (px_per_cm, px_per_cm), "resolutionunit": "CENTIMETER"}
     if ome:
         metadata: dict[str, Any] = {"axes": "YX"}
         if nm_per_px is not None:
             metadata.update(PhysicalSizeX=float(nm_per_px), PhysicalSizeXUnit="nm", PhysicalSizeY=float(nm_per_px),
                             PhysicalSizeYUnit="nm")
-            px_per_cm = 1e7 / float(nm_per_px)
-            options = {"resolution": (px_per_cm, px_per_cm), "resolutionunit": "CENTIMETER"}
         options.update(ome=True, metadata=metadata)
     elif nm_per_px is not None and dtype == np.uint16:
         px_per_nm = 1.0 / float(nm_per_px)
         options = {"imagej": True, "resolution": (px_per_nm, px_per_nm), "metadata": {"unit": "nm"}}
-    elif nm_per_px is not None:
-        px_per_cm = 1e7 / float(nm_per_px)
-        options = {"resolution": (px_per_cm, px_per_cm), "resolutionunit": "CENTIMETER"}
     return atomic_write(path, lambda tmp: tifffile.imwrite(tmp, labels.astype(dtype), compression="zlib",
                                                            **options))
 

@@ -363,10 +363,8 @@ def analyze_labels(label_paths, out, images=None, nm_per_px=None,
         for i, call in enumerate(calls):
             done[i] = analyze_one(*call)
     else:
-        from .cluster import analyze_task, check_cluster_options, map_on_cluster
+        from .cluster import analyze_task, map_on_cluster
 
-        check_cluster_options(workers, scheduler)
-        calls = [(name, str(path), *rest) for name, path, *rest in calls]
         for i, result in map_on_cluster(analyze_task, calls, names, workers, scheduler, progress, "analysing"):
             if isinstance(result, BaseException):
                 raise result

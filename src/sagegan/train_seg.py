@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -271,7 +272,7 @@ class _Loop:
         reason = "epochs"
         ranks = self.ranks
         columns = ["step", "epoch", "elapsed_s", "loss", "lr", "val_f1_50", "val_dice"]
-        with TrainingLog(self.log_path, columns) if ranks.main else _NoLog() as log:
+        with TrainingLog(self.log_path, columns) if ranks.main else nullcontext() as log:
             bar = StepBar(self.max_steps, self.state["step"], progress and ranks.main, "training segmenter")
             try:
                 while self.state["step"] < self.max_steps:
@@ -353,16 +354,6 @@ class _Loop:
 # why the ranks stop (the largest code any rank reports wins)
 STOP_CODES = {"interrupted": 2, "max_minutes": 1}
 STOP_REASONS = {code: reason for reason, code in STOP_CODES.items()}
-
-
-class _NoLog:
-    """The training log of ranks other than 0, which write nothing."""
-
-    def __enter__(self) -> "_NoLog":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        return None
 
 
 def _finish(net: AttentionUNet, val_items, run_config: dict, loop: _Loop, stop_reason: str) -> None:
