@@ -57,7 +57,7 @@ class AdaptConfig:
     max_minutes: float | None = None     # a cap on the whole run
     seed: int = 0
     min_score: float = 0.5               # a pseudo-label's least calibrated score
-    crop_bottom: int = 0
+    crop_bottom: int | str = 0          # rows of the data bar, or "auto" to find it
     lr: float = 1e-3
     batch_size: int = 8
     scale_jitter: float = 0.4

@@ -66,8 +66,37 @@ DATA = typer.Option(None, "--data", help="Data folder with images/ and masks/.")
 IMAGES = typer.Option(None, "--images", help="Folder of images (instead of --data).")
 MASKS = typer.Option(None, "--masks", help="Folder of masks (instead of --data).")
 SPLIT = typer.Option(None, "--split", help="Text/CSV file whose first column lists the stems to use.")
-CROP = typer.Option(0, "--crop-bottom", min=0, help="Rows to drop at the bottom (data bar).")
-NM = typer.Option(None, "--nm-per-px", help="Pixel size in nm; overrides the files' value.")
+def _crop_rows(value: str) -> int | str:
+    """``--crop-bottom``: a number of rows, or auto."""
+    if value.strip().lower() == "auto":
+        return "auto"
+    if not value.strip().isdigit():
+        raise typer.BadParameter(f"a number of rows or auto, got {value!r}")
+    return int(value)
+
+
+def _pixel_size(value: str | None) -> float | str | None:
+    """``--nm-per-px``: a number, or auto | auto-bar | metadata."""
+    from .io import InputError, pixel_size_mode
+
+    if value is None:
+        return None
+    try:
+        mode, number = pixel_size_mode(value)
+    except InputError:
+        raise typer.BadParameter(f"a positive number, or auto, auto-bar or metadata; got {value!r}") from None
+    return number if mode == "user" else mode
+
+
+CROP = typer.Option("auto", "--crop-bottom", callback=_crop_rows, help="Rows to drop at the bottom (the "
+                    "microscope's data bar), or auto: find an SEM data bar and drop it (0 keeps every row).")
+_NM_HELP = ("Pixel size in nm (overrides the files), or where to find it: metadata (the file's), auto (the "
+            "metadata, else the pixel size or field width printed in the data bar, else the scale bar and its "
+            "label read by OCR), auto-bar (the image, whatever the metadata says).")
+NM = typer.Option(None, "--nm-per-px", callback=_pixel_size, help=_NM_HELP + " Default here: metadata.")
+NM_AUTO = typer.Option("auto", "--nm-per-px", callback=_pixel_size, help=_NM_HELP)
+SCALE_BAR_NM = typer.Option(None, "--scale-bar-nm", min=0.0, help="The scale bar's length in nm, when its "
+                            "label cannot be read: the bar is found and measured, and gives the pixel size.")
 MASK_KIND = typer.Option("auto", "--mask-kind", help="auto | binary | labels: how to read the masks. auto "
                          "decides from each mask's content and refuses ambiguous ones; binary thresholds at "
                          "half the maximum and splits 4-connected particles; labels keeps the ids.")
@@ -90,19 +119,22 @@ def simulate(
                                               help="Nominal pixel size recorded with the set."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the pairs sagegan generated in a non-empty "
                                    "--out (all of them; other files are never removed)."),
+    scale_bar: bool = typer.Option(False, "--scale-bar", help="Burn a labelled scale bar into every image (styles, "
+                                   "fonts, sizes and corners vary; pixel size --nm-per-px or drawn per image), for "
+                                   "testing calibration from the image."),
 ) -> None:
     """Simulate micrographs of nanoparticle arrays with exact instance masks."""
     from .simulate import simulate_dataset
 
     folder = simulate_dataset(out, n=n, size=size, layout=layout, modality=modality, seed=seed,
-                              nm_per_px=nm_per_px, overwrite=overwrite)
+                              nm_per_px=nm_per_px, overwrite=overwrite, scale_bar=scale_bar)
     typer.echo(f"wrote {n} image/mask pairs to {folder} (images/, masks/, truth.csv, simulation.json)")
 
 
 @app.command("check-data")
 def check_data(
     data: Optional[Path] = DATA, images: Optional[Path] = IMAGES, masks: Optional[Path] = MASKS,
-    split: Optional[Path] = SPLIT, crop_bottom: int = CROP, nm_per_px: Optional[float] = NM,
+    split: Optional[Path] = SPLIT, crop_bottom: str = CROP, nm_per_px: Optional[str] = NM,
     mask_kind: str = MASK_KIND,
 ) -> None:
     """Read a data folder as training would, and summarise it (or name the first problem)."""
@@ -114,9 +146,11 @@ def check_data(
     n_particles = sum(int(len(set(s.labels[s.labels > 0].tolist()))) for s in samples)
     sides = sorted({s.image.shape for s in samples})
     calibrated = sum(s.nm_per_px is not None for s in samples)
+    hint = " (from metadata; --nm-per-px auto also reads data bars and scale bars)" if (
+        nm_per_px is None and calibrated < len(samples)) else ""
     typer.echo(f"{len(samples)} image/mask pairs, {n_particles} particles, sizes "
                f"{sides[0][1]}x{sides[0][0]} .. {sides[-1][1]}x{sides[-1][0]} px, "
-               f"{calibrated} with a pixel size")
+               f"{calibrated} with a pixel size{hint}")
 
 
 @app.command("train-seg")
@@ -162,7 +196,7 @@ def train_seg(
     resume: bool = typer.Option(False, "--resume", help="Continue from RUN/last.safetensors."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run in a non-empty RUN; the old one is "
                                    "moved to RUN.bak-<time> once the new one has its first checkpoint."),
-    crop_bottom: int = CROP, nm_per_px: Optional[float] = NM, mask_kind: str = MASK_KIND,
+    crop_bottom: str = CROP, nm_per_px: Optional[str] = NM, mask_kind: str = MASK_KIND,
 ) -> None:
     """Phase 1: train the Attention U-Net segmenter on labelled images."""
     from .io import load_pairs, resolve_data_dirs
@@ -250,7 +284,8 @@ def segment(
     model: Optional[str] = typer.Option(None, "--model", help="RUN (or GANRUN) folder, or general (the model "
                                         "bundled with sagegan, the default; general@VERSION pins its version)."),
     out: Path = typer.Option(..., "--out", help="Output folder."),
-    nm_per_px: Optional[float] = NM,
+    nm_per_px: Optional[str] = NM_AUTO,
+    scale_bar_nm: Optional[float] = SCALE_BAR_NM,
     diameter_nm: Optional[float] = typer.Option(None, "--diameter-nm", min=0.0, help="Typical particle diameter "
                                                 "in nm (needs the pixel size): replaces the zoom search."),
     diameter_px: Optional[float] = typer.Option(None, "--diameter-px", min=0.0, help="Typical particle diameter "
@@ -275,7 +310,7 @@ def segment(
     analyze: bool = typer.Option(False, "--analyze", help="Also run `sagegan analyze` on the images of this "
                                  "run, into OUT/analysis/."),
     split: Optional[Path] = typer.Option(None, "--split", help="Only the inputs whose stems this file lists."),
-    crop_bottom: int = CROP,
+    crop_bottom: str = CROP,
     max_pixels: int = typer.Option(100_000_000, "--max-pixels", min=1, help="Refuse larger images (pixels; "
                                    "memory grows with the pixel count, BENCHMARKS.md)."),
     precision: str = typer.Option("fp32", "--precision", help="fp32 | bf16: the network's arithmetic (bf16 is "
@@ -298,13 +333,13 @@ def segment(
                           report=lambda line: typer.echo(f"sagegan: {line}", err=True), max_pixels=max_pixels,
                           diameter_px=diameter_px, diameter_nm=diameter_nm, min_score=min_score,
                           overlay_ids=overlay_ids, workers=workers, scheduler=scheduler, precision=precision,
-                          save_rois=save_rois, save_geojson=save_geojson, ome=ome)
+                          save_rois=save_rois, save_geojson=save_geojson, ome=ome, scale_bar_nm=scale_bar_nm)
     typer.echo(f"{len(batch.label_files)} image(s), {len(batch.particles)} particles -> {out}")
     if analyze and batch.label_files:
         from .report import analyze_labels
 
         analyze_labels([str(p) for p in batch.label_files], Path(out) / "analysis", images=None,
-                       nm_per_px=nm_per_px, workers=workers, scheduler=scheduler)
+                       nm_per_px=nm_per_px, workers=workers, scheduler=scheduler, scale_bar_nm=scale_bar_nm)
         typer.echo(f"report: {Path(out) / 'analysis' / 'report.html'}")
     if batch.failures:
         raise BatchError(batch.failures, len(batch.names))
@@ -337,7 +372,8 @@ def analyze(
                                        "folders or globs."),
     out: Path = typer.Option(..., "--out", help="Output folder."),
     images: Optional[Path] = typer.Option(None, "--images", help="Folder of the micrographs (same stems)."),
-    nm_per_px: Optional[float] = NM,
+    nm_per_px: Optional[str] = NM_AUTO,
+    scale_bar_nm: Optional[float] = SCALE_BAR_NM,
     title: str = typer.Option("sagegan particle report", "--title"),
     mask_kind: str = MASK_KIND,
     workers: Optional[int] = WORKERS,
@@ -348,7 +384,7 @@ def analyze(
 
     on_cluster = workers is not None or scheduler is not None
     summary = analyze_labels(labels, out, images=images, nm_per_px=nm_per_px, title=title, mask_kind=mask_kind,
-                             workers=workers, scheduler=scheduler, progress=on_cluster)
+                             workers=workers, scheduler=scheduler, progress=on_cluster, scale_bar_nm=scale_bar_nm)
     batch = summary["batch"]
     typer.echo(f"{batch.get('n_particles')} particles in {batch.get('n_images')} image(s); "
                f"report: {Path(out) / 'report.html'}")
@@ -391,7 +427,7 @@ def train_gan(
     resume: bool = typer.Option(False, "--resume", help="Continue from GANRUN/last.safetensors."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run in a non-empty GANRUN; the old one "
                                    "is moved to GANRUN.bak-<time> once the new one has its first checkpoint."),
-    crop_bottom: int = CROP, nm_per_px: Optional[float] = NM, mask_kind: str = MASK_KIND,
+    crop_bottom: str = CROP, nm_per_px: Optional[str] = NM, mask_kind: str = MASK_KIND,
 ) -> None:
     """Phase 2: train SAGE-GAN around a phase 1 segmenter."""
     from .io import read_json
@@ -459,7 +495,7 @@ def adapt(
     source: Optional[Path] = typer.Option(None, "--source", help="Labelled data folder of the source domain "
                                           "(images/ + masks/) to train on as well."),
     split: Optional[Path] = typer.Option(None, "--split", help="Only the images whose stems this file lists."),
-    crop_bottom: int = CROP,
+    crop_bottom: str = CROP,
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in RUN."),
 ) -> None:
@@ -509,7 +545,7 @@ def evaluate(
     split: Optional[Path] = SPLIT,
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the summary (and rows) as JSON."),
     csv_out: Optional[Path] = typer.Option(None, "--csv", help="Write per-image metrics as CSV."),
-    crop_bottom: int = CROP,
+    crop_bottom: str = CROP,
     allow_missing: bool = typer.Option(False, "--allow-missing", help="Score the images that have a prediction "
                                        "when --pred lacks some (default: refuse)."),
     mask_kind: str = typer.Option("auto", "--mask-kind", help="auto | binary | labels: how to read the masks of "

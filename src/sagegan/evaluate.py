@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .io import IMAGE_SUFFIXES, InputError, _listing, _stem, check_mask_kind, read_mask, read_split
+from .io import IMAGE_SUFFIXES, InputError, _listing, _stem, check_mask_kind, read_mask, read_segment_records, read_split
 from .metrics import evaluate_pair, summarize
 
 PRED_SUFFIX = "_labels"
@@ -64,7 +64,7 @@ def pair_predictions(pred_dir: str | Path, truth_dir: str | Path,
 
 
 def evaluate_folders(pred_dir: str | Path, truth_dir: str | Path,
-                     split: str | Path | Sequence[str] | None = None, crop_bottom: int = 0,
+                     split: str | Path | Sequence[str] | None = None, crop_bottom: int | str = 0,
                      progress: bool = False, allow_missing: bool = False,
                      mask_kind: str = "auto") -> tuple[pd.DataFrame, dict]:
     """Per-image metrics (DataFrame) and their summary (mean over images and pooled).
@@ -82,8 +82,10 @@ def evaluate_folders(pred_dir: str | Path, truth_dir: str | Path,
         from rich.progress import track
 
         iterator = track(pairs, description="evaluating")
+    records = read_segment_records([p for _, p, _ in pairs]) if crop_bottom == "auto" else {}
     for stem, pred_path, truth_path in iterator:
-        truth = read_mask(truth_path, crop_bottom=crop_bottom, kind=mask_kind)
+        drop = crop_bottom if crop_bottom != "auto" else records.get(stem, {}).get("crop_bottom", 0)
+        truth = read_mask(truth_path, crop_bottom=drop, kind=mask_kind)
         pred = read_mask(pred_path, kind=mask_kind)
         if pred.shape != truth.shape:
             raise InputError(f"{pred_path}: prediction is {pred.shape[1]}x{pred.shape[0]} px but the truth "

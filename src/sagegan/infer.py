@@ -551,7 +551,7 @@ def result_warnings(labels: np.ndarray, scores: np.ndarray, postprocess: dict) -
 
 
 def segment(image: np.ndarray | str | Path, model: str | Path | Segmenter | None = None, *,
-            nm_per_px: float | None = None, diameter_px: float | None = None, diameter_nm: float | None = None,
+            nm_per_px: float | str | None = "auto", crop_bottom: int | str = "auto", diameter_px: float | None = None, diameter_nm: float | None = None,
             scale: str | float = "auto", min_score: float | None = None, tta: bool = False) -> Segmentation:
     """Particles of one micrograph, measured: the one-line entry point (``sagegan.segment``).
 
@@ -560,7 +560,9 @@ def segment(image: np.ndarray | str | Path, model: str | Path | Segmenter | None
     image : a float array (H, W) or the path of a micrograph file (its pixel size is read from it).
     model : None or ``"general"`` for the model bundled with sagegan, a RUN folder, or a loaded
         :class:`Segmenter`.
-    nm_per_px : the pixel size, when the file does not record it (or to override it).
+    nm_per_px : the pixel size, or where it comes from for a file (:func:`sagegan.io.read_micrograph`):
+        ``"auto"`` (its metadata, else its data bar or scale bar), ``"auto-bar"``, ``"metadata"``.
+    crop_bottom : rows of a file's data bar to drop, or ``"auto"`` to find it.
     diameter_px, diameter_nm : a typical particle diameter, replacing the zoom search.
     scale, min_score, tta : see :func:`segment_image`.
 
@@ -580,8 +582,14 @@ def segment(image: np.ndarray | str | Path, model: str | Path | Segmenter | None
     from .particles import measure
 
     if isinstance(image, (str, Path)):
-        mg = read_micrograph(image, nm_per_px=nm_per_px)
+        mg = read_micrograph(image, nm_per_px=nm_per_px, crop_bottom=crop_bottom)
         image, nm_per_px = mg.image, mg.nm_per_px
+    elif isinstance(nm_per_px, str):  # an array has no metadata: only its scale bar can say
+        from .io import pixel_size_mode
+        from .scalebar import calibrate_image
+
+        mode, _ = pixel_size_mode(nm_per_px)
+        nm_per_px = calibrate_image(np.asarray(image, np.float32)).nm_per_px if mode != "metadata" else None
     image = np.asarray(image, dtype=np.float32)
     seg = model if isinstance(model, Segmenter) else _cached_segmenter(str(resolve_model(model).resolve()))
     diameter_px = diameter_in_px(diameter_px, diameter_nm, nm_per_px, "the image")
@@ -690,7 +698,7 @@ def segment_batch(inputs: Sequence[str | Path], model: str | Path | Segmenter | 
                   diameter_px: float | None = None, diameter_nm: float | None = None,
                   min_score: float | None = None, overlay_ids: bool = False, workers: int | None = None,
                   scheduler: str | None = None, precision: str = "fp32", save_rois: bool = False,
-                  save_geojson: bool = False, ome: bool = False) -> SegmentBatch:
+                  save_geojson: bool = False, ome: bool = False, scale_bar_nm: float | None = None) -> SegmentBatch:
     """Segment micrographs into ``out``; a bad image is reported and the others finish.
 
     Per image ``<name>_labels.tif``, ``_mask.png``, ``_overlay.png`` (and ``_attention.png``,
@@ -762,14 +770,16 @@ def segment_batch(inputs: Sequence[str | Path], model: str | Path | Segmenter | 
     out.mkdir(parents=True, exist_ok=True)
     settings = {"model": str(seg.path) if seg.path else None, **provenance, "precision": precision,
                 "scale": scale, "tta": tta, "min_area_px": min_area_px, "nm_per_px": nm_per_px,
-                "crop_bottom": crop_bottom, "diameter_px": diameter_px, "diameter_nm": diameter_nm,
+                "crop_bottom": crop_bottom, "scale_bar_nm": scale_bar_nm, "diameter_px": diameter_px,
+                "diameter_nm": diameter_nm,
                 "min_score": seg.postprocess.get("min_score", 0.0) if min_score is None else min_score}
     manifest = {"format": "sagegan segment manifest", "version": 1, "images": dict(recorded)}
     with_gate = save_attention and seg.net.attention_gates
     planned = {name: [name + s for s in suffixes if s != "_attention.png" or with_gate] for name in names.values()}
     options = dict(nm_per_px=nm_per_px, crop_bottom=crop_bottom, max_pixels=max_pixels, scale=scale, tta=tta,
                    min_area_px=min_area_px, save_attention=save_attention, diameter_px=diameter_px,
-                   diameter_nm=diameter_nm, min_score=min_score, overlay_ids=overlay_ids, ome=ome)
+                   diameter_nm=diameter_nm, min_score=min_score, overlay_ids=overlay_ids, ome=ome,
+                   scale_bar_nm=scale_bar_nm)
     results: dict[Path, dict] = {}
     earlier: dict[str, tuple[dict | None, bool]] = {}
     batch = Batch(len(files), "image", report)
@@ -857,9 +867,10 @@ def segment_batch(inputs: Sequence[str | Path], model: str | Path | Segmenter | 
 
 
 def segment_to_files(seg: Segmenter, path: Path, name: str, out: Path, outputs: Sequence[str], *,
-                     nm_per_px: float | None, crop_bottom: int, max_pixels: int | None, scale: str | float,
-                     tta: bool, min_area_px: int | None, save_attention: bool, diameter_px: float | None,
-                     diameter_nm: float | None, min_score: float | None, overlay_ids: bool, ome: bool = False) -> dict:
+                     nm_per_px: float | str | None, crop_bottom: int | str, max_pixels: int | None,
+                     scale: str | float, tta: bool, min_area_px: int | None, save_attention: bool,
+                     diameter_px: float | None, diameter_nm: float | None, min_score: float | None,
+                     overlay_ids: bool, ome: bool = False, scale_bar_nm: float | None = None) -> dict:
     """One image of :func:`segment_batch`: read, segment, write the ``outputs`` (file names in
     ``out``), measure. Returns ``run`` (its record in segment_config.json) and ``table`` (its
     particles); the same on a Dask worker as in the serial loop."""
@@ -867,7 +878,8 @@ def segment_to_files(seg: Segmenter, path: Path, name: str, out: Path, outputs: 
     from .particles import measure
 
     clock = StageClock()
-    mg = read_micrograph(path, nm_per_px=nm_per_px, crop_bottom=crop_bottom, max_pixels=max_pixels)
+    mg = read_micrograph(path, nm_per_px=nm_per_px, crop_bottom=crop_bottom, max_pixels=max_pixels,
+                         scale_bar_nm=scale_bar_nm)
     hint = diameter_in_px(diameter_px, diameter_nm, mg.nm_per_px, path)
     source = mg.metadata.get("pixel_size_source", "micrograph file") if mg.nm_per_px else None
     clock.lap("read")
@@ -877,6 +889,7 @@ def segment_to_files(seg: Segmenter, path: Path, name: str, out: Path, outputs: 
     labels, gate, scores = result.labels, result.gate, result.scores
     run = {"image": str(path), "shape": list(mg.image.shape), "n_particles": int(labels.max()),
            "scale": result.scale, "passes": result.passes, "nm_per_px": mg.nm_per_px, "nm_per_px_source": source,
+           "calibration": mg.metadata.get("calibration"), "crop_bottom": mg.metadata.get("crop_bottom", 0),
            "warnings": result.warnings}
     del result  # its probability maps are the largest arrays of a big image
     write_labels(out / f"{name}_labels.tif", labels, nm_per_px=mg.nm_per_px, ome=ome)

@@ -362,31 +362,85 @@ def _short(exc: BaseException) -> str:
     return text[:160]
 
 
+#: Where a pixel size may come from, besides a number the user gives (see :func:`read_micrograph`).
+PIXEL_SIZE_MODES = ("auto", "auto-bar", "metadata")
+
+
+def pixel_size_mode(nm_per_px: float | str | None, source: str | Path = "--nm-per-px") -> tuple[str, float | None]:
+    """``--nm-per-px`` as (mode, number): a number gives ("user", it); None, "metadata",
+    "auto" and "auto-bar" give themselves and None. Anything else is an :class:`InputError`.
+
+    >>> pixel_size_mode("2.5"), pixel_size_mode("auto")
+    (('user', 2.5), ('auto', None))
+    """
+    if nm_per_px is None:
+        return "metadata", None
+    if isinstance(nm_per_px, str) and nm_per_px.strip().lower() in PIXEL_SIZE_MODES:
+        return nm_per_px.strip().lower(), None
+    try:
+        value = float(nm_per_px)
+    except (TypeError, ValueError):
+        raise InputError(f"{source}: --nm-per-px must be a positive number or one of "
+                         f"{', '.join(PIXEL_SIZE_MODES)}, got {nm_per_px!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise InputError(f"{source}: --nm-per-px must be a positive number, got {nm_per_px}")
+    return "user", value
+
+
+def _calibrate_from_image(image: np.ndarray, path: Path, mode: str, scale_bar_nm: float | None,
+                          meta: dict[str, Any]) -> float | None:
+    """The pixel size the image shows (its data bar or scale bar), recorded in ``meta``; None,
+    with one :class:`InputWarning` line saying why, when a bar was found but not read (or, with
+    ``auto-bar``, when none was found)."""
+    from .scalebar import calibrate_image
+
+    cal = calibrate_image(image, scale_bar_nm=scale_bar_nm)
+    if cal.nm_per_px is not None:
+        meta["calibration"], meta["pixel_size_source"] = cal.source, cal.detail
+        return cal.nm_per_px
+    if cal.scale_bar is not None or mode == "auto-bar":
+        warnings.warn(f"{path}: pixel size unknown: {cal.problem}; pass --scale-bar-nm L (the bar's length "
+                      "in nm) or --nm-per-px", InputWarning, stacklevel=3)
+    return None
+
+
 # The largest image read by default. Segmenting needs a few tens of bytes per pixel at its peak
 # (BENCHMARKS.md, "Reliability"), so this keeps a default run within a laptop's memory;
 # ``--max-pixels`` raises it.
 MAX_PIXELS = 100_000_000
 
 
-def read_micrograph(path: str | Path, nm_per_px: float | None = None,
-                    crop_bottom: int = 0, max_pixels: int | None = MAX_PIXELS) -> Micrograph:
+def read_micrograph(path: str | Path, nm_per_px: float | str | None = None,
+                    crop_bottom: int | str = 0, max_pixels: int | None = MAX_PIXELS,
+                    scale_bar_nm: float | None = None) -> Micrograph:
     """Read a micrograph as float32 grey levels in [0, 1] with its pixel size.
 
     Parameters
     ----------
     path : PNG, JPEG, BMP, TIFF, or (with the ``em`` extra) .dm3/.dm4/.emd/.ser.
-    nm_per_px : the pixel size, when given; it always wins: the file's calibration metadata is
-        then not even parsed, so a file whose metadata is broken is still usable.
-    crop_bottom : rows to drop at the bottom (the microscope's data bar).
+    nm_per_px : where the pixel size comes from (see :data:`PIXEL_SIZE_MODES`):
+        - a number: the user's value. It always wins: the file's calibration metadata is then
+          not even parsed, so a file whose metadata is broken is still usable;
+        - None or ``"metadata"``: the file's metadata only;
+        - ``"auto"``: the metadata, else the image itself (:func:`sagegan.scalebar.calibrate_image`:
+          a field width or pixel size printed in the data bar, else the scale bar and its label);
+        - ``"auto-bar"``: the image itself, whatever the metadata says.
+    crop_bottom : rows to drop at the bottom (the microscope's data bar), or ``"auto"`` to find
+        the data bar (:func:`sagegan.scalebar.find_data_bar`) and drop it when there is one.
     max_pixels : refuse images with more pixels than this, before decoding them (None: no limit).
+    scale_bar_nm : the length of the image's scale bar, read by the user: with ``"auto"`` or
+        ``"auto-bar"``, the bar is found and measured, and its label need not be read.
 
     Returns
     -------
     Micrograph
-        ``nm_per_px`` is None when the file gives no pixel size, and also, with an
-        :class:`InputWarning`, when its metadata is broken (unknown or reciprocal unit, zero,
-        negative or NaN size). A pixel size outside :data:`PLAUSIBLE_NM_PER_PX` is kept, with
-        an :class:`InputWarning`.
+        ``nm_per_px`` is None when nothing gives a pixel size, and also, with an
+        :class:`InputWarning`, when the metadata is broken (unknown or reciprocal unit, zero,
+        negative or NaN size) or a scale bar was found but its label could not be read. A pixel
+        size outside :data:`PLAUSIBLE_NM_PER_PX` is kept, with an :class:`InputWarning`.
+        ``metadata`` says where the pixel size came from: ``calibration`` is ``"user"``,
+        ``"metadata"``, ``"data bar"``, ``"scale bar"`` or None, and ``pixel_size_source`` the
+        details; ``crop_bottom`` is the number of rows dropped.
 
     Examples
     --------
@@ -396,14 +450,18 @@ def read_micrograph(path: str | Path, nm_per_px: float | None = None,
     """
     path = Path(path)
     _check_file(path)
-    if nm_per_px is not None and not (nm_per_px > 0 and math.isfinite(nm_per_px)):
-        raise InputError(f"{path}: --nm-per-px must be a positive number, got {nm_per_px}")
+    mode, user_nm = pixel_size_mode(nm_per_px, path)
+    if crop_bottom != "auto" and not isinstance(crop_bottom, (int, np.integer)):
+        raise InputError(f"{path}: --crop-bottom must be a number of rows or 'auto', got {crop_bottom!r}")
+    if scale_bar_nm is not None and not (scale_bar_nm > 0 and math.isfinite(scale_bar_nm)):
+        raise InputError(f"{path}: --scale-bar-nm must be a positive length in nm, got {scale_bar_nm}")
     suffix = path.suffix.lower()
     if max_pixels is not None:
         _check_pixel_count(path, max_pixels)
     nm_file: float | None = None
     meta: dict[str, Any] = {"format": suffix.lstrip(".")}
-    parse = nm_per_px is None  # the user's value wins before any metadata is parsed
+    # the user's value wins before any metadata is parsed; "auto-bar" ignores the metadata
+    parse = user_nm is None and mode != "auto-bar"
     if suffix in (".tif", ".tiff"):
         arr, nm_file, extra = _read_tiff(path, pixel_size=parse)
         meta.update(extra)
@@ -418,12 +476,21 @@ def read_micrograph(path: str | Path, nm_per_px: float | None = None,
     arr = _to_grey(arr, path)
     image, info = _scale_to_unit(arr, path)
     meta.update(info)
+    meta["calibration"] = "metadata" if nm_file is not None else None
+    if user_nm is None and (mode == "auto-bar" or (mode == "auto" and nm_file is None)):
+        nm_file = _calibrate_from_image(image, path, mode, scale_bar_nm, meta)
+    if crop_bottom == "auto":
+        from .scalebar import find_data_bar
+
+        data_bar = find_data_bar(image)
+        crop_bottom = data_bar.rows if data_bar is not None else 0
+    meta["crop_bottom"] = int(crop_bottom)
     if crop_bottom:
         image = _crop(image, crop_bottom, path)
     _check_size(image.shape, path)
-    if nm_per_px is not None:
-        meta["pixel_size_source"] = "given by the user"
-        nm_file = check_pixel_size(float(nm_per_px), "--nm-per-px")
+    if user_nm is not None:
+        meta["pixel_size_source"], meta["calibration"] = "given by the user", "user"
+        nm_file = check_pixel_size(user_nm, "--nm-per-px")
     else:
         check_pixel_size(nm_file, path)
     return Micrograph(image=np.ascontiguousarray(image, dtype=np.float32), nm_per_px=nm_file,
@@ -986,13 +1053,15 @@ def find_pairs(images_dir: str | Path, masks_dir: str | Path,
 
 
 def load_pairs(images_dir: str | Path, masks_dir: str | Path,
-               split: str | Path | Sequence[str] | None = None, crop_bottom: int = 0,
-               nm_per_px: float | None = None, connectivity: int = 1,
+               split: str | Path | Sequence[str] | None = None, crop_bottom: int | str = 0,
+               nm_per_px: float | str | None = None, connectivity: int = 1,
                progress: bool = False, mask_kind: str = "auto") -> list[Sample]:
     """Read every image/mask pair of a data folder, checking sizes and that particles exist.
 
     ``mask_kind`` says how to read the masks (:func:`read_mask`'s ``kind``: ``"auto"``,
-    ``"binary"`` or ``"labels"``); ``nm_per_px`` overrides every image's pixel size.
+    ``"binary"`` or ``"labels"``); ``nm_per_px`` overrides every image's pixel size (or says
+    where to find it: :func:`read_micrograph`); ``crop_bottom`` (rows, or ``"auto"`` for each
+    image's data bar) drops the same rows from an image and its mask.
     """
     check_mask_kind(mask_kind)
     pairs = find_pairs(images_dir, masks_dir, split)
@@ -1004,7 +1073,9 @@ def load_pairs(images_dir: str | Path, masks_dir: str | Path,
         iterator = track(pairs, description="reading data", transient=True)
     for stem, image_path, mask_path in iterator:
         micrograph = read_micrograph(image_path, nm_per_px=nm_per_px, crop_bottom=crop_bottom)
-        labels = read_mask(mask_path, connectivity=connectivity, crop_bottom=crop_bottom, kind=mask_kind)
+        # the mask loses the rows its image lost (with "auto", the data bar found in the image)
+        labels = read_mask(mask_path, connectivity=connectivity, crop_bottom=micrograph.metadata["crop_bottom"],
+                           kind=mask_kind)
         if labels.shape != micrograph.image.shape:
             raise InputError(f"{mask_path}: mask is {labels.shape[1]}x{labels.shape[0]} px but its image "
                              f"{image_path.name} is {micrograph.image.shape[1]}x{micrograph.image.shape[0]} px")
@@ -1039,7 +1110,7 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
     return files
 
 
-def read_micrographs(inputs: str | Path | Sequence[str | Path], crop_bottom: int = 0,
+def read_micrographs(inputs: str | Path | Sequence[str | Path], crop_bottom: int | str = 0,
                      split: str | Path | None = None) -> list[tuple[str, np.ndarray, float | None]]:
     """(stem, image, nm/px) of every micrograph in folders, files or patterns (only the stems in
     ``split`` when given), e.g. unlabelled images; a bad file or a repeated stem is one line."""
@@ -1167,7 +1238,8 @@ def read_segment_manifest(folder: str | Path) -> dict[str, dict]:
             data = read_json(folder / "segment_config.json")
             for run in data.get("images", []):
                 name = Path(run["image"]).stem
-                images[name] = {**run, "input": run["image"], "crop_bottom": int(data.get("crop_bottom") or 0),
+                images[name] = {**run, "input": run["image"],
+                                "crop_bottom": _recorded_rows(run.get("crop_bottom", data.get("crop_bottom"))),
                                 "outputs": [name + s for s in SEGMENT_OUTPUT_SUFFIXES]}
         except (InputError, TypeError, KeyError, AttributeError, ValueError):
             return {}
@@ -1186,6 +1258,11 @@ def segment_outputs(folder: str | Path) -> set[str]:
     return names | {SEGMENT_MANIFEST, "segment_config.json", "particles.csv"}
 
 
+def _recorded_rows(value: Any) -> int:
+    """A recorded bottom crop as rows: ``"auto"`` (the option, not what it found) counts as 0."""
+    return int(value) if isinstance(value, (int, float)) or (isinstance(value, str) and value.isdigit()) else 0
+
+
 def read_segment_records(label_files: Sequence[Path]) -> dict[str, dict]:
     """What ``sagegan segment`` recorded about each micrograph, by output name (its stem unless
     ``segment`` renamed it).
@@ -1201,7 +1278,7 @@ def read_segment_records(label_files: Sequence[Path]) -> dict[str, dict]:
             manifest = read_segment_manifest(folder) if (folder / SEGMENT_MANIFEST).is_file() else {}
             for name, run in manifest.items():
                 records.setdefault(name, {"image": Path(run["input"]), "nm_per_px": run.get("nm_per_px"),
-                                          "crop_bottom": int(run.get("crop_bottom") or 0)})
+                                          "crop_bottom": _recorded_rows(run.get("crop_bottom"))})
         except (ValueError, TypeError, KeyError, AttributeError):  # InputError is a ValueError
             manifest = {}
         if manifest:
@@ -1214,7 +1291,8 @@ def read_segment_records(label_files: Sequence[Path]) -> dict[str, dict]:
             for run in data.get("images", []):
                 image = Path(run["image"])
                 records.setdefault(image.stem, {"image": image, "nm_per_px": run.get("nm_per_px"),
-                                                "crop_bottom": int(data.get("crop_bottom") or 0)})
+                                                "crop_bottom": _recorded_rows(run.get("crop_bottom",
+                                                                                      data.get("crop_bottom")))})
         except (OSError, ValueError, TypeError, KeyError, AttributeError):
             continue
     return records
@@ -1266,7 +1344,8 @@ class LabelledImage:
 def read_labelled_image(path: str | Path, name: str | None = None,
                         micrographs: dict[str, Path] | None = None,
                         records: dict[str, dict] | None = None,
-                        nm_per_px: float | None = None, mask_kind: str = "auto") -> LabelledImage:
+                        nm_per_px: float | str | None = None, mask_kind: str = "auto",
+                        scale_bar_nm: float | None = None) -> LabelledImage:
     """Read a label image, find its micrograph and decide its pixel size.
 
     Parameters
@@ -1278,11 +1357,14 @@ def read_labelled_image(path: str | Path, name: str | None = None,
     records : :func:`read_segment_records`; used when ``micrographs`` has no match (the recorded
         micrograph, if the file still exists, with its recorded bottom crop) and for the pixel
         size when neither the argument, the micrograph nor the label file gives one.
-    nm_per_px : pixel size that overrides every file.
+    nm_per_px : pixel size that overrides every file, or where to look for it
+        (:func:`read_micrograph`): None or ``"metadata"``, ``"auto"``, ``"auto-bar"``.
+    scale_bar_nm : the length of the micrographs' scale bars, read by the user.
 
-    The pixel size comes from, in this order: ``nm_per_px``, the micrograph's metadata, the
-    label file's resolution tags (:func:`read_pixel_size`; ``nm_per_px_source`` "labels
-    file"), the record.
+    The pixel size comes from, in this order: a number ``nm_per_px``, the micrograph's metadata
+    (with ``"auto-bar"``: its data bar or scale bar), the label file's resolution tags
+    (:func:`read_pixel_size`; ``nm_per_px_source`` "labels file"), the record, and with
+    ``"auto"`` at last the micrograph's data bar or scale bar.
     mask_kind : how to read the label image (:func:`read_mask`'s ``kind``); ``"auto"`` refuses
         a micrograph given in place of a label image.
 
@@ -1303,23 +1385,33 @@ def read_labelled_image(path: str | Path, name: str | None = None,
         micrograph_file, crop = Path(record["image"]), record.get("crop_bottom", 0)
     if micrograph_file is not None and micrograph_file.resolve() == path.resolve():
         micrograph_file = None
+    mode, user_nm = pixel_size_mode(nm_per_px)
     image, scale, source = None, None, None
     if micrograph_file is not None:
-        micrograph = read_micrograph(micrograph_file, nm_per_px=nm_per_px, crop_bottom=crop)
+        # the micrograph's scale bar is read last (it is the slowest), unless asked for first
+        first = "auto-bar" if mode == "auto-bar" else "metadata"
+        micrograph = read_micrograph(micrograph_file, nm_per_px=user_nm or first, crop_bottom=crop,
+                                     scale_bar_nm=scale_bar_nm)
+        if micrograph.image.shape != labels.shape and crop == 0 and micrograph.image.shape[1] == labels.shape[1]:
+            # a micrograph whose data bar segment dropped: drop it here too
+            micrograph = read_micrograph(micrograph_file, nm_per_px=user_nm or first, crop_bottom="auto",
+                                         scale_bar_nm=scale_bar_nm)
         if micrograph.image.shape != labels.shape:
             raise InputError(f"{path}: labels are {labels.shape[1]}x{labels.shape[0]} px but the "
                              f"micrograph {micrograph_file} is {micrograph.image.shape[1]}x"
                              f"{micrograph.image.shape[0]} px")
         image, scale = micrograph.image, micrograph.nm_per_px
         source = micrograph.metadata.get("pixel_size_source", "micrograph file") if scale else None
-    if nm_per_px is not None:
-        if not (nm_per_px > 0 and math.isfinite(nm_per_px)):
-            raise InputError(f"--nm-per-px must be a positive number, got {nm_per_px}")
-        scale, source = float(nm_per_px), "given by the user"
+    if user_nm is not None:
+        scale, source = user_nm, "given by the user"
     elif scale is None and (recorded := read_pixel_size(path)) is not None:
         scale, source = recorded, "labels file"
     elif scale is None and record.get("nm_per_px"):
         scale, source = float(record["nm_per_px"]), "segment_config.json"
+    elif scale is None and mode == "auto" and micrograph_file is not None:
+        late = read_micrograph(micrograph_file, nm_per_px="auto-bar", crop_bottom=crop, scale_bar_nm=scale_bar_nm)
+        if late.nm_per_px is not None:
+            scale, source = late.nm_per_px, late.metadata.get("pixel_size_source")
     return LabelledImage(key if name is None else name, path, labels, image, micrograph_file, scale, source)
 
 

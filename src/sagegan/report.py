@@ -287,11 +287,11 @@ def render_html(title: str, sections: Sequence[Section], subtitle: str | None = 
 
 
 # ------------------------------------------------------------------------------ analysis report
-def analyze_one(name: str, path: Path, micrographs: dict, records: dict, nm_per_px: float | None, mask_kind: str,
-                with_section: bool):
+def analyze_one(name: str, path: Path, micrographs: dict, records: dict, nm_per_px: float | str | None,
+                mask_kind: str, with_section: bool, scale_bar_nm: float | None = None):
     """One label image of :func:`analyze_labels`: (its analysis, its file record, its report
     section when ``with_section``), the same on a Dask worker as in the serial loop."""
-    loaded = read_labelled_image(path, name, micrographs, records, nm_per_px, mask_kind)
+    loaded = read_labelled_image(path, name, micrographs, records, nm_per_px, mask_kind, scale_bar_nm)
     analysis = analyze_image(loaded.labels, loaded.image, loaded.nm_per_px)
     info = {"labels_file": str(loaded.labels_file),
             "micrograph_file": str(loaded.micrograph_file) if loaded.micrograph_file else None,
@@ -303,7 +303,7 @@ def analyze_one(name: str, path: Path, micrographs: dict, records: dict, nm_per_
 def analyze_labels(label_paths, out, images=None, nm_per_px=None,
                    title: str = "sagegan particle report", max_image_sections: int = 20,
                    mask_kind: str = "auto", workers: int | None = None, scheduler: str | None = None,
-                   progress: bool = False) -> dict:
+                   progress: bool = False, scale_bar_nm: float | None = None) -> dict:
     """Analyse label images and write ``particles.csv``, ``summary.json`` and ``report.html``.
 
     Parameters
@@ -320,8 +320,10 @@ def analyze_labels(label_paths, out, images=None, nm_per_px=None,
         overlays and its pixel size. Without it, micrographs and pixel sizes recorded by
         ``sagegan segment`` in ``segment_config.json`` next to the labels are used, when the
         files still exist.
-    nm_per_px : float, optional
-        Pixel size for every image, overriding the files.
+    nm_per_px : float or str, optional
+        Pixel size for every image, overriding the files; or where to look for it
+        (:func:`sagegan.io.read_labelled_image`): None or ``"metadata"``, ``"auto"`` (at last
+        the micrograph's data bar or scale bar), ``"auto-bar"``.
     title : str
         Title of the report.
     max_image_sections : int
@@ -356,7 +358,7 @@ def analyze_labels(label_paths, out, images=None, nm_per_px=None,
     records = read_segment_records(label_files) if images is None else {}
     names = unique_image_names(label_files)
 
-    calls = [(name, path, micrographs, records, nm_per_px, mask_kind, i < max_image_sections)
+    calls = [(name, path, micrographs, records, nm_per_px, mask_kind, i < max_image_sections, scale_bar_nm)
              for i, (name, path) in enumerate(zip(names, label_files))]
     done: dict[int, tuple] = {}
     if workers is None and scheduler is None:
@@ -384,7 +386,7 @@ def analyze_labels(label_paths, out, images=None, nm_per_px=None,
         "images": {name: {**a.summary, **image_info[name]} for name, a in analyses.items()},
         "config": {"inputs": [str(f) for f in label_files],
                    "images": str(images) if images is not None else None,
-                   "nm_per_px": nm_per_px, "version": __version__},
+                   "nm_per_px": nm_per_px, "scale_bar_nm": scale_bar_nm, "version": __version__},
     })
     write_json(out / "summary.json", summary)
     sections = _report_sections(analyses, batch, image_info, image_sections, max_image_sections)
@@ -537,8 +539,8 @@ def _images_table(analyses: Mapping[str, ImageAnalysis], image_info: Mapping[str
                "ECD mean (px)": s["ecd_px_mean"], "NN dist. (px)": s["nn_distance_px_mean"],
                "a (px)": s["lattice_constant_px"]}
         if any_nm:
-            row.update({"nm/px": s["nm_per_px"], "ECD mean (nm)": s["ecd_nm_mean"],
-                        "a (nm)": s["lattice_constant_nm"]})
+            row.update({"nm/px": s["nm_per_px"], "calibration": image_info.get(name, {}).get("nm_per_px_source"),
+                        "ECD mean (nm)": s["ecd_nm_mean"], "a (nm)": s["lattice_constant_nm"]})
         row.update({"ψ6 global": s["psi6_global"], "ψ4 global": s["psi4_global"],
                     "order": s["order_verdict"], "remarks": ", ".join(_remarks(s, image_info.get(name, {})))})
         rows.append(row)

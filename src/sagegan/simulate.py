@@ -894,7 +894,8 @@ def _image(rng: np.random.Generator, labels: np.ndarray, depth: np.ndarray, size
 
 def simulate_dataset(out_dir: str | Path, n: int, size: int = 512, layout: str = "hex",
                      modality: str = "sem", seed: int = 0, progress: bool = True,
-                     nm_per_px: float | None = None, overwrite: bool = False, **kwargs: Any) -> Path:
+                     nm_per_px: float | None = None, overwrite: bool = False, scale_bar: bool = False,
+                     **kwargs: Any) -> Path:
     """Write `n` simulated micrographs with their masks and ground truth to a data folder.
 
     Parameters
@@ -917,6 +918,11 @@ def simulate_dataset(out_dir: str | Path, n: int, size: int = 512, layout: str =
         Replace the pairs that sagegan generated in a non-empty `out_dir` (all of them, so no old
         pair stays beside the new truth.csv); a folder holding other files is still refused (see
         `sagegan.io.generated_folder_files`). Without it a non-empty folder is refused.
+    scale_bar : bool
+        Burn a scale bar into every image (`add_scale_bar`: style, font, size and corner drawn
+        from the seed), at `nm_per_px` or, when that is None, at a pixel size drawn per image
+        (log-uniform in 0.3-20 nm/px). The PNGs carry no pixel size: only the bar tells it.
+        simulation.json records each bar (``params["scale_bar"]``); truth.csv gets ``nm_per_px``.
     **kwargs
         Passed on to `simulate_micrograph`: ``params`` (a `SimulationParams`), ``height``, or
         fields of `SimulationParams` (shape, dose, coverage, ...).
@@ -953,6 +959,11 @@ def simulate_dataset(out_dir: str | Path, n: int, size: int = 512, layout: str =
     for i in indices:
         stem = f"sim_{i:04d}"
         sim = simulate_micrograph(size, layout, modality, [int(seed), i], **kwargs)
+        image_nm = nm_per_px
+        if scale_bar:
+            rng = np.random.default_rng([int(seed), i, 7])
+            image_nm = nm_per_px or float(np.exp(rng.uniform(math.log(0.3), math.log(20.0))))
+            sim = add_scale_bar(sim, image_nm, seed=[int(seed), i, 8])
         # Made after the first image, so that bad arguments leave no empty folders behind.
         if i == 0:
             remove_generated(out, old)
@@ -967,11 +978,144 @@ def simulate_dataset(out_dir: str | Path, n: int, size: int = 512, layout: str =
         write_labels(out / "masks" / f"{stem}.tif", sim.labels)
         table = sim.truth.copy()
         table.insert(0, "image", stem)
-        if nm_per_px is not None:
-            table["diameter_nm"] = table["diameter_px"] * nm_per_px
+        if image_nm is not None:
+            table["diameter_nm"] = table["diameter_px"] * image_nm
+        if scale_bar:
+            table["nm_per_px"] = image_nm
         tables.append(table)
         records.append({"image": stem, "params": sim.params})
     pd.concat(tables, ignore_index=True).to_csv(out / "truth.csv", index=False)
     summary = {"n": int(n), "seed": int(seed), "nm_per_px": nm_per_px, "images": records}
     (out / "simulation.json").write_text(json.dumps(summary, indent=1))
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# burnt-in scale bars, with known lengths and labels, for testing calibration from the image
+
+#: Fonts the bars are labelled in: those matplotlib ships, so every install has them.
+SCALE_BAR_FONTS = ("DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf",
+                   "STIXGeneral.ttf", "STIXGeneralBol.ttf")
+SCALE_BAR_STYLES = ("plain", "boxed", "ticks", "data-bar")
+_NICE_LENGTHS_NM = tuple(m * 10.0 ** e for e in range(0, 5) for m in (1, 2, 5))
+
+
+def _font(name: str, size: int):
+    from PIL import ImageFont
+    import matplotlib
+
+    return ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / name), size)
+
+
+def bar_label(length_nm: float, space: bool = True) -> str:
+    """The label of a scale bar ``length_nm`` long, as microscopes print it ("200 nm", "1 µm").
+
+    >>> bar_label(2000), bar_label(50, space=False)
+    ('2 µm', '50nm')
+    """
+    value, unit = (length_nm / 1000, "µm") if length_nm >= 1000 else (length_nm, "nm")
+    return f"{value:g}{' ' if space else ''}{unit}"
+
+
+def add_scale_bar(sim: SimulatedMicrograph, nm_per_px: float, seed: int | Sequence[int] = 0,
+                  style: str | None = None, font: str | None = None, font_px: int | None = None,
+                  corner: str | None = None) -> SimulatedMicrograph:
+    """``sim`` with a scale bar and its label burnt in, as microscopes and figures draw them.
+
+    The bar is a "nice" length (1, 2 or 5 times a power of ten nm) between 8 % and 30 % of the
+    width at ``nm_per_px``. Styles: ``plain`` (a bar with its label above or below), ``boxed`` (on
+    a contrasting box), ``ticks`` (a "|---|" bar) and ``data-bar`` (an SEM data bar appended under
+    the image: a black band with a line of text and the bar). Particles that the bar, its label or
+    its box cover are removed from the labels and the truth, as an annotator would leave them.
+    Unset choices are drawn from ``seed``.
+
+    Returns
+    -------
+    SimulatedMicrograph
+        ``params["scale_bar"]`` holds the truth: ``nm_per_px``, ``length_nm``, ``length_px``,
+        ``label``, ``style``, ``font``, ``font_px``, ``corner``, ``bright``.
+    """
+    from PIL import Image, ImageDraw
+
+    if sim.image is None:
+        raise ValueError("add_scale_bar needs a rendered image (render=True)")
+    nm_per_px = _check_number("nm_per_px", nm_per_px, 0.0, low_open=True)
+    rng = np.random.default_rng(seed)
+    style = _check_choice("style", style or str(rng.choice(SCALE_BAR_STYLES)), SCALE_BAR_STYLES)
+    font = font or str(rng.choice(SCALE_BAR_FONTS))
+    h, w = sim.image.shape
+    fits = [L for L in _NICE_LENGTHS_NM if 0.08 * w <= L / nm_per_px <= 0.3 * w]
+    if not fits:
+        raise ValueError(f"no scale bar of a round length fits a {w} px wide image at {nm_per_px:g} nm/px")
+    length_nm = float(rng.choice(fits))
+    length_px = int(round(length_nm / nm_per_px))
+    font_px = int(font_px or rng.integers(max(10, w // 48), max(12, w // 18) + 1))
+    corner = corner or str(rng.choice(["bottom-right", "bottom-left", "top-right", "top-left"]))
+    bright = bool(rng.random() < 0.6)
+    label = bar_label(length_nm, space=bool(rng.random() < 0.8))
+    thickness = int(rng.integers(2, max(3, font_px // 3) + 1))
+    typeface = _font(font, font_px)
+    image = np.clip(np.round(sim.image * 255), 0, 255).astype(np.uint8)
+    labels = sim.labels.copy()
+    ink, paper = (255, 0) if bright else (0, 255)
+    margin = max(4, w // 40)
+    if style == "data-bar":
+        band_h = max(3 * font_px, thickness + 2 * font_px + 8)
+        image = np.vstack([image, np.zeros((band_h, w), np.uint8)])
+        labels = np.vstack([labels, np.zeros((band_h, w), labels.dtype)])
+        ink, paper, bright, corner = 255, 0, True, "data-bar"
+    canvas = Image.fromarray(image)
+    draw = ImageDraw.Draw(canvas)
+    text_w = int(draw.textlength(label, font=typeface))
+    block_w, gap = max(length_px, text_w), max(2, font_px // 4)
+    block_h = font_px + gap + thickness + (2 * font_px // 3 if style == "ticks" else 0)
+    if style == "data-bar":
+        x0, y0 = w - margin - block_w, h + (band_h - block_h) // 2
+        info, info_px = "EHT = 5.00 kV   WD = 7.5 mm   Mag = 50.00 K X", font_px
+        while info_px > 8 and draw.textlength(info, font=_font(font, info_px)) > x0 - 3 * margin:
+            info_px -= 1
+        draw.text((margin, h + (band_h - info_px) // 2), info, fill=ink, font=_font(font, info_px))
+    else:
+        x0 = margin if corner.endswith("left") else w - margin - block_w
+        y0 = margin if corner.startswith("top") else h - margin - block_h
+    if style == "boxed":
+        pad = max(3, font_px // 3)
+        box = (x0 - pad, y0 - pad, x0 + block_w + pad, y0 + block_h + pad)
+        draw.rectangle(box, fill=paper)
+    label_above = style != "plain" or rng.random() < 0.5
+    bar_x0 = x0 + (block_w - length_px) // 2
+    text_x = x0 + (block_w - text_w) // 2
+    if label_above:
+        text_y, bar_y = y0, y0 + font_px + gap + (font_px // 3 if style == "ticks" else 0)
+    else:
+        bar_y, text_y = y0, y0 + thickness + gap
+    # a font's glyphs start some way below the point given to PIL: move them back up
+    top_gap = typeface.getbbox(label)[1]
+    draw.text((text_x, text_y - top_gap), label, fill=ink, font=typeface)
+    if style == "ticks":
+        # the ticks' centres mark the ends of the length
+        k, half = max(0, thickness // 4), font_px // 3
+        draw.rectangle((bar_x0, bar_y, bar_x0 + length_px, bar_y + thickness - 1), fill=ink)
+        for x in (bar_x0, bar_x0 + length_px):
+            draw.rectangle((x - k, bar_y - half, x + k, bar_y + thickness - 1 + half), fill=ink)
+    else:
+        draw.rectangle((bar_x0, bar_y, bar_x0 + length_px - 1, bar_y + thickness - 1), fill=ink)
+    out = np.asarray(canvas, dtype=np.float32) / 255.0
+    covered = np.abs(out - np.asarray(Image.fromarray(image), dtype=np.float32) / 255.0) > 0
+    if style == "boxed":
+        covered[max(0, box[1]):box[3] + 1, max(0, box[0]):box[2] + 1] = True
+    hidden = np.unique(labels[covered])
+    hidden = hidden[hidden > 0]
+    truth = sim.truth
+    if len(hidden):
+        from skimage.segmentation import relabel_sequential
+
+        labels[np.isin(labels, hidden)] = 0
+        truth = truth[~truth["id"].isin(hidden)].copy()
+        labels, forward, _ = relabel_sequential(labels)
+        truth["id"] = forward[truth["id"].to_numpy().copy()]
+        truth = truth.reset_index(drop=True)
+    params = {**sim.params, "scale_bar": {"nm_per_px": nm_per_px, "length_nm": length_nm, "length_px": length_px,
+                                          "label": label, "style": style, "font": font, "font_px": font_px,
+                                          "corner": corner, "bright": bright}}
+    return SimulatedMicrograph(image=out, labels=labels.astype(np.int32), truth=truth, params=params)

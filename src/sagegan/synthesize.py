@@ -103,11 +103,12 @@ def _training_samples(model: str | Path, config: dict, data, images, masks, spli
     unless ``mask_kind`` says otherwise), or the folder given."""
     source = config.get("data", {})
     stems: Any = split
-    crop = 0
+    crop: int | str = 0
     if data is None and images is None:
         images, masks = source.get("images"), source.get("masks")
         stems = source.get("train_stems") or source.get("split")
-        crop = int(source.get("crop_bottom") or 0)
+        crop = source.get("crop_bottom") or 0
+        crop = crop if crop == "auto" else int(crop)
         if mask_kind == "auto":
             mask_kind = source.get("mask_kind") or "auto"
         if images is None:
