@@ -30,9 +30,10 @@ import sagegan.napari
 from sagegan.io import EM_SUFFIXES, IMAGE_SUFFIXES, load_pairs, read_mask, read_pixel_size, resolve_data_dirs
 from sagegan.napari import (analyze_order, color_by_values, labels_layer_data, read_micrograph_layers,
                             sample_micrograph, save_corrections, segment_layer)
-from sagegan.napari._core import (NEW_PARTICLE_RGBA, UNDEFINED_RGBA, _same_partition, get_reader,
-                                  write_labels_tiff, write_particles_csv)
-from sagegan.simulate import simulate_micrograph
+from sagegan.napari._core import (NEW_PARTICLE_RGBA, UNDEFINED_RGBA, _same_partition, get_reader, pixel_size_text,
+                                  write_labels_tiff, write_particles_csv, write_rois_zip)
+from sagegan.scalebar import ocr_problem
+from sagegan.simulate import add_scale_bar, simulate_micrograph
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::DeprecationWarning"),  # npe2 and napari on pydantic 2
@@ -60,6 +61,38 @@ def _calibrated_tiff(path: Path, image: np.ndarray, nm_per_px: float) -> Path:
     return path
 
 
+def _png(path: Path, image: np.ndarray) -> Path:
+    import imageio.v3 as iio
+
+    iio.imwrite(path, np.round(np.clip(image, 0, 1) * 255).astype(np.uint8))
+    return path
+
+
+def _assert_rois_fill_their_particles(zip_path, labels: np.ndarray) -> list:
+    """The ROIs of ``zip_path``: one polygon per particle of ``labels``, named by its id, which
+    ImageJ fills (pixel centres inside, even-odd rule) to exactly the particle's pixels, holes
+    filled (as tests/test_infer.py checks ``segment --save-rois``). Returns the ROIs."""
+    from matplotlib.path import Path as Polygon
+    from roifile import ROI_TYPE, roiread
+    from scipy import ndimage as ndi
+
+    rois = roiread(zip_path)
+    ids = np.unique(labels[labels > 0])
+    assert [r.name for r in rois] == [str(i) for i in ids]
+    boxes = ndi.find_objects(labels)
+    for roi in rois:
+        assert roi.roitype == ROI_TYPE.POLYGON
+        rows, cols = boxes[int(roi.name) - 1]  # the particle's box: the polygon must fill it alone
+        yy, xx = np.mgrid[rows, cols]
+        centres = np.column_stack([xx.ravel() + 0.5, yy.ravel() + 0.5])
+        filled = Polygon(roi.coordinates()).contains_points(centres).reshape(yy.shape)
+        particle = ndi.binary_fill_holes(labels[rows, cols] == int(roi.name), structure=np.ones((3, 3)))
+        np.testing.assert_array_equal(filled, particle, err_msg=f"ROI {roi.name}")
+        x, y = roi.coordinates().T
+        assert (x.min(), y.min(), x.max(), y.max()) == (cols.start, rows.start, cols.stop, rows.stop)
+    return rois
+
+
 # ------------------------------------------------------------------------------ no napari, no Qt
 
 
@@ -69,6 +102,9 @@ def test_manifest_is_valid_and_registered():
     assert manifest.name == "sagegan"
     assert {w.display_name for w in manifest.contributions.widgets} >= {
         "Segment particles", "Analyze order", "Save corrections"}
+    writers = {w.display_name: w for w in manifest.contributions.writers}
+    assert writers["ImageJ ROIs (sagegan)"].filename_extensions == [".zip"]
+    assert {str(t) for t in writers["ImageJ ROIs (sagegan)"].layer_types} == {"labels"}
     patterns = set(manifest.contributions.readers[0].filename_patterns)
     assert {f"*{s}" for s in IMAGE_SUFFIXES + EM_SUFFIXES} <= patterns
     pytest.importorskip("napari")
@@ -136,6 +172,18 @@ def test_reader_keeps_a_data_bar_visible_and_segmenting_leaves_it_out(tmp_path, 
     assert data.shape == barred.image.shape and attributes["metadata"]["crop_bottom"] == rows
     labels, _, _ = segment_layer(data, diameter_px=DIAMETER, crop_bottom=rows)
     assert labels.shape == barred.image.shape and not labels[-rows:].any() and labels[:-rows].any()
+
+
+@pytest.mark.skipif(ocr_problem() is not None, reason=f"{ocr_problem()}")
+def test_reader_calibrates_a_png_from_its_scale_bar(tmp_path, sim):
+    """A PNG export without metadata: the pixel size is read off its burnt-in scale bar."""
+    barred = add_scale_bar(sim, nm_per_px=1.5, seed=5, style="boxed", font="DejaVuSans.ttf", font_px=14)
+    [(data, attributes, _)] = read_micrograph_layers(_png(tmp_path / "export.png", barred.image))
+    meta = attributes["metadata"]
+    assert meta["calibration"] == "scale bar" and meta["nm_per_px"] == pytest.approx(1.5, rel=0.02)
+    assert meta["pixel_size_source"].startswith("scale bar: '") and attributes["units"] == ("nm", "nm")
+    assert data.shape == barred.image.shape and meta["crop_bottom"] == 0
+    assert pixel_size_text(meta["nm_per_px"], meta["pixel_size_source"]).startswith("pixel size 1.")
 
 
 def test_color_by_values():
@@ -209,6 +257,29 @@ def test_writers_save_labels_and_the_table_as_edited(tmp_path, segmented):
     before = attributes["features"].set_index("id")["score"]
     np.testing.assert_allclose(kept, before.loc[kept.index])
     assert "ecd_nm" in table
+
+
+def test_rois_writer_gives_one_imagej_polygon_per_particle(tmp_path, segmented):
+    """The ".zip" writer: the labels as edited, one ROI per particle named by its id, each
+    covering exactly its particle's pixels when ImageJ fills it."""
+    labels, attributes, _ = segmented
+    labels = labels.copy()
+    gone = int(attributes["features"]["id"].iloc[0])
+    labels[labels == gone] = 0                # erased in napari
+    labels[100:112, 0:9] = 9999               # painted at the border
+    labels[100:112, 3:6][4:7, 1] = 0          # with a hole
+    [path] = write_rois_zip(str(tmp_path / "grid_rois.zip"), labels, attributes)
+    assert path == str(tmp_path / "grid_rois.zip")
+    rois = _assert_rois_fill_their_particles(path, labels)
+    names = {r.name for r in rois}
+    assert gone > 0 and str(gone) not in names and "9999" in names
+    [csv] = write_particles_csv(str(tmp_path / "p.csv"), labels, attributes)
+    assert [r.name for r in rois] == [str(i) for i in pd.read_csv(csv)["id"]]  # the CSV's rows, in order
+
+    [empty] = write_rois_zip(str(tmp_path / "none.zip"), np.zeros((8, 8), np.int32), {})
+    import zipfile
+
+    assert zipfile.ZipFile(empty).namelist() == []
 
 
 def test_sample_data_is_a_simulated_micrograph():
@@ -289,6 +360,7 @@ def test_segment_widget_adds_a_coloured_labels_layer(tmp_path, sim, viewer_model
     layer = viewer_model.layers["cal particles"]
     assert isinstance(layer, Labels) and widget.result.value == text
     assert text.startswith(f"{len(layer.features)} particles") and "nm" in text
+    assert "pixel size 2 nm (ImageJ resolution)" in text.splitlines()
     assert {"score", "ecd_nm"} <= set(layer.features.columns)
     assert tuple(layer.scale) == tuple(image.scale) == (2.0, 2.0)
     assert layer.metadata["pixel_size_source"] == "ImageJ resolution"
@@ -420,3 +492,5 @@ def test_plugin_opens_segments_and_saves_in_a_viewer(tmp_path, sim, gl_viewer):
     [tif] = labels.save(str(tmp_path / "particles.tif"), plugin="sagegan")
     assert read_pixel_size(tif) == pytest.approx(2.0)
     np.testing.assert_array_equal(read_mask(tif, kind="labels"), labels.data)
+    [rois] = labels.save(str(tmp_path / "grid_rois.zip"), plugin="sagegan")  # "ImageJ ROIs (sagegan)"
+    assert len(_assert_rois_fill_their_particles(rois, labels.data)) == len(labels.features)

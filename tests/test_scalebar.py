@@ -97,6 +97,7 @@ def test_lengths_in_text():
     assert parse_lengths("S00 nim") == [500.0]  # OCR's misreadings
     assert parse_lengths("WD = 7.5 mm") == []  # a working distance
     assert parse_lengths("00 nm") == []  # a lost digit
+    assert parse_lengths("L00 nm") == [100.0]  # "l" read as "L"
     assert parse_field_width("Store resolution = 1024 * 768 Width = 7.520 yum") == pytest.approx(7520)
     assert parse_field_width("HFW 1.27 mm") == pytest.approx(1.27e6)
     assert parse_pixel_size("Pixel Size = 3.721 nm") == pytest.approx(3.721)
@@ -208,3 +209,19 @@ def test_check_data_drops_the_bam_data_bars(capsys, monkeypatch):
         pytest.skip("needs ../shared/data/bam_tio2_sem")
     code, out, _ = _cli(capsys, monkeypatch, "check-data", "--data", BAM.parent, "--nm-per-px", "auto")
     assert code == 0 and "sizes 1024x712 .. 1024x712 px, 40 with a pixel size" in out
+
+
+@needs_ocr
+def test_segment_reads_the_pixel_size_from_the_bar_and_says_so(capsys, monkeypatch, tmp_path):
+    import json
+
+    sim = simulate_micrograph(256, "hex", "sem", 3, mean_diameter_px=20)
+    barred = add_scale_bar(sim, 2.0, seed=1, style="data-bar", font="DejaVuSans.ttf", font_px=20)
+    (tmp_path / "in").mkdir()
+    _png(tmp_path / "in" / "a.png", barred.image)
+    code, _, err = _cli(capsys, monkeypatch, "segment", tmp_path / "in", "--out", tmp_path / "out",
+                        "--diameter-px", "20")
+    assert code == 0 and "pixel size: 1 from scale bar" in err
+    [run] = json.loads((tmp_path / "out" / "segment_config.json").read_text())["images"]
+    assert run["calibration"] == "scale bar" and run["nm_per_px"] == pytest.approx(2.0, rel=0.02)
+    assert run["crop_bottom"] == barred.image.shape[0] - 256 and run["shape"] == [256, 256]

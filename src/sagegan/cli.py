@@ -335,6 +335,8 @@ def segment(
                           overlay_ids=overlay_ids, workers=workers, scheduler=scheduler, precision=precision,
                           save_rois=save_rois, save_geojson=save_geojson, ome=ome, scale_bar_nm=scale_bar_nm)
     typer.echo(f"{len(batch.label_files)} image(s), {len(batch.particles)} particles -> {out}")
+    if (line := batch.calibration_line()) is not None:
+        typer.echo(f"sagegan: {line}", err=True)
     if analyze and batch.label_files:
         from .report import analyze_labels
 

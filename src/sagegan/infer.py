@@ -636,6 +636,8 @@ class SegmentBatch:
     replaced : names of the images whose earlier outputs in ``out`` this run replaced.
     kept : names of the other images whose outputs ``out`` holds from earlier runs.
     failures : the inputs that failed (:class:`sagegan.io.BatchFailure`); the others finished.
+    calibrations : where each segmented image's pixel size came from, by name (``"user"``,
+        ``"metadata"``, ``"data bar"``, ``"scale bar"``, or None when unknown).
     """
 
     particles: Any
@@ -646,6 +648,20 @@ class SegmentBatch:
     replaced: list[str]
     kept: list[str]
     failures: list
+    calibrations: dict[str, str | None] = field(default_factory=dict)
+
+    def calibration_line(self) -> str | None:
+        """One line saying how many images got their pixel size from where, when some were read
+        from the image itself (a data bar or scale bar, which can be misread: worth a check);
+        None otherwise."""
+        counts: dict[str, int] = {}
+        for kind in self.calibrations.values():
+            counts[kind or "unknown"] = counts.get(kind or "unknown", 0) + 1
+        if not set(counts) & {"scale bar", "data bar"}:
+            return None
+        parts = ", ".join(f"{n} from {k}" if k != "unknown" else f"{n} unknown" for k, n in sorted(counts.items()))
+        return (f"pixel size: {parts} (read from the image: check the nm sizes of a few; nm_per_px_source in "
+                "particles.csv)")
 
 
 def output_names(files: Sequence[Path], recorded: dict[str, dict]) -> dict[Path, str]:
@@ -863,7 +879,9 @@ def segment_batch(inputs: Sequence[str | Path], model: str | Path | Segmenter | 
         report(f"replaced the earlier outputs of {len(replaced)} image(s) in {out}"
                + (f"; kept those of {len(kept)} other image(s) (particles.csv and {SEGMENT_MANIFEST} list all "
                   f"{len(manifest['images'])})" if kept else ""))
-    return SegmentBatch(particles, label_files, names, renamed, skipped, replaced, kept, batch.failures)
+    calibrations = {names[p]: results[p]["run"].get("calibration") for p in files if p in results}
+    return SegmentBatch(particles, label_files, names, renamed, skipped, replaced, kept, batch.failures,
+                        calibrations)
 
 
 def segment_to_files(seg: Segmenter, path: Path, name: str, out: Path, outputs: Sequence[str], *,

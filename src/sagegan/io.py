@@ -394,7 +394,12 @@ def _calibrate_from_image(image: np.ndarray, path: Path, mode: str, scale_bar_nm
     ``auto-bar``, when none was found)."""
     from .scalebar import calibrate_image
 
-    cal = calibrate_image(image, scale_bar_nm=scale_bar_nm)
+    try:
+        cal = calibrate_image(image, scale_bar_nm=scale_bar_nm)
+    except (RuntimeError, OSError) as exc:  # Tesseract failing on this image (TesseractError is a RuntimeError)
+        warnings.warn(f"{path}: pixel size unknown: OCR failed ({_short(exc)}); pass --scale-bar-nm L or --nm-per-px",
+                      InputWarning, stacklevel=3)
+        return None
     if cal.nm_per_px is not None:
         meta["calibration"], meta["pixel_size_source"] = cal.source, cal.detail
         return cal.nm_per_px

@@ -32,7 +32,8 @@ _UNIT = r"(nm|[µμ]m|[jy|]um|um|pm|mm|Å)"
 _FUZZY_NUMBER = r"(?<![\w.,])([SOoIl|]?[0-9][0-9Oo]{0,3}(?:[.,][0-9Oo]{1,3})?)"
 _FUZZY_UNIT = r"(nm|n[il1]m|[µμ]m|[jyt|]?um|ym|pm|im|Å)"
 LENGTH_RE = re.compile(_FUZZY_NUMBER + r"\s?\.?\s?" + _FUZZY_UNIT + r"(?![a-z])", re.IGNORECASE)
-_DIGITS = str.maketrans({"S": "5", "O": "0", "o": "0", "I": "1", "l": "1", "|": "1"})
+# (LENGTH_RE ignores case, so "s", "i" and "L" come too)
+_DIGITS = str.maketrans({"S": "5", "s": "5", "O": "0", "o": "0", "I": "1", "i": "1", "l": "1", "L": "1", "|": "1"})
 FIELD_WIDTH_RE = re.compile(r"(?:\bwidth|\bHFW|\bFOV|field\s+of\s+view)\s*[=:]?\s*" + _NUMBER + r"\s?" + "(mm|" + _FUZZY_UNIT[1:],
                             re.IGNORECASE)
 PIXEL_SIZE_RE = re.compile(r"pixel\s*size\s*[=:]?\s*" + _NUMBER + r"\s?(nm|[µμ]m|um|pm|Å)", re.IGNORECASE)
@@ -183,7 +184,7 @@ def find_scale_bars(image: np.ndarray, min_length: int = 12, max_share: float = 
     extreme: a tight one keeps dark particles off a black bar, a loose one allows for JPEG),
     ``min_length`` px to ``max_share`` of the width long, most of them starting and ending in the
     same columns (a particle touching the bar spoils a few rows, not the rectangle), at most a
-    quarter as thick as long. End ticks ("|---|") are recognised; the length then runs between
+    quarter as thick as long, and clear of the image's edges (frames and table rules reach them). End ticks ("|---|") are recognised; the length then runs between
     the ticks' centres. Inside a ``data_bar`` its background grey is no bar, and a strip of a
     label box's margin along a bar of the other grey is not one either. Longer bars, and those
     nearer the bottom corners, come first.
@@ -228,6 +229,8 @@ def find_scale_bars(image: np.ndarray, min_length: int = 12, max_share: float = 
             length = x1 - x0 + 1
             if y1 - y0 + 1 > 0.25 * length:
                 continue
+            if x0 == 0 or y0 == 0 or x1 == w - 1 or y1 == h - 1:
+                continue  # a frame or a table's rule runs to the edge; a scale bar does not
             # a bar stands out from the rows along it; a flat background runs on
             inner = slice(x0 + 10, x1 - 9) if length > 30 else slice(x0, x1 + 1)
             if any(ink[r, inner].mean() > 0.5 for r in (y0 - 1, y1 + 1) if 0 <= r < h):
@@ -246,9 +249,10 @@ def find_scale_bars(image: np.ndarray, min_length: int = 12, max_share: float = 
 
 
 def _box_margin(strip: ScaleBar, bar: ScaleBar) -> bool:
-    """Whether ``strip`` is the margin of a label box along ``bar``: of the other grey, touching
-    it above or below, and reaching past both its ends."""
-    touching = strip.y1 + 1 >= bar.y0 - 1 and strip.y0 - 1 <= bar.y1 + 1
+    """Whether ``strip`` is the margin of a label box along ``bar``: of the other grey, at most a
+    few rows above or below it, and reaching past both its ends."""
+    gap = max(3, bar.y1 - bar.y0 + 1)
+    touching = strip.y1 + gap >= bar.y0 and strip.y0 - gap <= bar.y1
     return (strip.bright != bar.bright and touching and strip.x0 < bar.x0 and strip.x1 > bar.x1)
 
 
@@ -263,7 +267,10 @@ def _plausible(value: str) -> bool:
     """A label's number: not 0, and no leading zero unless a decimal ("0.5"); OCR that drops
     a digit ("00 nm" for "500 nm") gives such numbers."""
     digits = value.translate(_DIGITS).replace(",", ".")
-    return float(digits) > 0 and (not digits.startswith("0") or digits.startswith("0."))
+    try:
+        return float(digits) > 0 and (not digits.startswith("0") or digits.startswith("0."))
+    except ValueError:
+        return False
 
 
 def parse_lengths(text: str) -> list[float]:
@@ -348,7 +355,7 @@ def _glyph_upscale(ink: np.ndarray, target_px: int = 30) -> int:
     Tesseract reads best; the letters' height is the median height of the ink's blobs."""
     from scipy import ndimage as ndi
 
-    labels, n = ndi.label(ink)
+    labels, _ = ndi.label(ink)
     areas = np.bincount(labels.ravel())
     heights = [sl[0].stop - sl[0].start for i, sl in enumerate(ndi.find_objects(labels), 1)
                if sl[0].stop - sl[0].start >= 5 and areas[i] >= 10]  # letters, not noise
@@ -410,16 +417,20 @@ def read_bar_label(image: np.ndarray, bar: ScaleBar) -> tuple[float, str] | None
     """The length written next to ``bar`` (nm) and the words it was read from, or None.
 
     The label is looked for in a window around the bar (as wide again on each side, and a few
-    text heights above and below). Labels are written in the bar's own grey, so the window is
-    first read as a black-and-white picture of the pixels of that grey (the bar and its ticks
-    removed), which drops a busy background, as scattered words and then as one block; then as
-    it is. Of the lengths found in the first reading that finds any, the one nearest the bar wins.
+    text heights above and below), in the bar's own grey, as labels are written. Tesseract
+    reads, in turn: the line of letters just above and just below the bar, each cut out alone
+    (from the picture, then from a picture of how far each pixel is from the bar's grey); the
+    whole window as pixels of that grey, black on white, without the bar and its ticks; the
+    window as it is. A length read twice wins at once; else the length read most often, the
+    first read on a tie. Of the lengths in one reading, the one nearest the bar counts.
 
     Raises
     ------
     OCRUnavailable
         Tesseract or pytesseract is not installed.
     """
+    from scipy import ndimage as ndi
+
     h, w = image.shape
     length = bar.length_px
     margin_y = max(24, 3 * (bar.y1 - bar.y0 + 1), int(0.08 * h))
@@ -429,8 +440,6 @@ def read_bar_label(image: np.ndarray, bar: ScaleBar) -> tuple[float, str] | None
     crop = np.asarray(image[y0:y1, x0:x1], dtype=np.float32)
     grey = float(np.median(image[bar.y0:bar.y1 + 1, bar.x0:bar.x1 + 1]))
     cy, cx = bar.centre[0] - y0, bar.centre[1] - x0
-    from scipy import ndimage as ndi
-
     # the pixels of the bar's grey, black on white: sharp (tight), and soft, which keeps the
     # letters' anti-aliased edges that Tesseract reads small type by
     distance = np.abs(crop - grey)

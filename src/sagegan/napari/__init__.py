@@ -4,9 +4,11 @@
 ``napari.manifest`` entry point (``napari.yaml`` beside this file). It contributes
 
 - a reader for every micrograph :func:`sagegan.io.read_micrograph` reads, whose image layer is
-  scaled in nm when the pixel size is known;
+  scaled in nm when the pixel size is known (from the file's metadata, else read off the image's
+  data bar or scale bar);
 - the widgets "Segment particles", "Analyze order" and "Save corrections";
-- writers for labels (calibrated TIFF) and for the particle table (CSV);
+- writers for labels (calibrated TIFF), the particle table (CSV) and the particles as ImageJ
+  polygon ROIs (ZIP, for Fiji's ROI Manager);
 - sample data from the simulator.
 
 The work is done by the plain functions of :mod:`sagegan.napari._core`, re-exported here, which

@@ -10,7 +10,11 @@ Layer metadata the plugin writes and reads (every key optional):
 ``nm_per_px``
     the pixel size in nm, or None; layers are then scaled in nm.
 ``pixel_size_source``
-    where it came from (``Micrograph.metadata["pixel_size_source"]``), or "unknown".
+    where it came from (``Micrograph.metadata["pixel_size_source"]``, e.g. "scale bar: '100 nm'
+    over 67 px"), or "unknown".
+``calibration``
+    the kind of source (``Micrograph.metadata["calibration"]``): "metadata", "data bar",
+    "scale bar", "user", or None when the pixel size is unknown.
 ``crop_bottom``
     rows of a microscope data bar at the bottom of the image: shown, but neither segmented,
     analysed nor saved as training data.
@@ -29,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from ..io import (EM_SUFFIXES, IMAGE_SUFFIXES, InputError, Micrograph, atomic_write, atomic_write_text,
-                  guess_mask_kind, read_mask, read_micrograph, write_labels)
+                  guess_mask_kind, read_mask, read_micrograph, write_imagej_rois, write_labels)
 
 LayerData = tuple  # (data, attributes, layer_type), as napari's readers, writers and samples use
 
@@ -56,6 +60,7 @@ def micrograph_layer_data(micrograph: Micrograph, name: str | None = None) -> La
     metadata = {
         "nm_per_px": nm,
         "pixel_size_source": meta.get("pixel_size_source") or ("unknown" if nm is None else "file"),
+        "calibration": meta.get("calibration") if nm else None,
         "crop_bottom": int(meta.get("crop_bottom") or 0),
         "path": str(micrograph.path) if micrograph.path is not None else None,
         "micrograph": meta,
@@ -205,12 +210,18 @@ def _labels_2d(labels: Any) -> np.ndarray:
     return arr
 
 
+#: Columns a Labels layer's table shows first (napari's features table): the sizes in nm, the score.
+_FIRST_COLUMNS = ("id", "ecd_nm", "area_nm2", "feret_max_nm", "feret_min_nm", "score")
+
+
 def labels_layer_data(labels: np.ndarray, particles: pd.DataFrame, *, name: str = "particles",
                       nm_per_px: float | None = None, color_by: str = "score",
                       metadata: Mapping[str, Any] | None = None) -> LayerData:
-    """A Labels layer: ``particles`` as its ``features``, coloured by the column ``color_by``
-    (:func:`color_by_column`; a column the table lacks leaves napari's random colours)."""
-    table = _with_index(particles)
+    """A Labels layer: ``particles`` as its ``features`` (the sizes in nm and the score first,
+    for napari's features table), coloured by the column ``color_by`` (:func:`color_by_column`;
+    a column the table lacks leaves napari's random colours)."""
+    first = [c for c in _FIRST_COLUMNS if c in particles.columns]
+    table = _with_index(particles[first + [c for c in particles.columns if c not in first]])
     attributes: dict[str, Any] = {
         "name": name,
         "features": table,
@@ -367,6 +378,20 @@ def order_text(summary: Mapping[str, Any], column: str = "psi6_abs") -> str:
 # ------------------------------------------------------------------------------------ writing
 
 
+def pixel_size_text(nm_per_px: float | None, source: str | None = None) -> str:
+    """One line saying the pixel size and where it came from, as the "Segment particles" widget
+    shows it.
+
+    >>> pixel_size_text(1.4925, "scale bar: '100 nm' over 67 px")
+    "pixel size 1.49 nm (scale bar: '100 nm' over 67 px)"
+    >>> pixel_size_text(None)
+    'pixel size unknown: sizes in px (no calibration in the file, no scale bar read)'
+    """
+    if not nm_per_px:
+        return "pixel size unknown: sizes in px (no calibration in the file, no scale bar read)"
+    return f"pixel size {nm_per_px:.3g} nm" + (f" ({source})" if source and source != "unknown" else "")
+
+
 def layer_nm_per_px(attributes: Mapping[str, Any]) -> float | None:
     """The pixel size of a layer: its ``metadata["nm_per_px"]``, else its scale when its units
     are nm (a layer drawn over a calibrated image), else None."""
@@ -393,6 +418,24 @@ def write_particles_csv(path: str, data: Any, attributes: Mapping[str, Any]) -> 
     table = particle_table(data, attributes.get("features"), layer_nm_per_px(attributes))
     text = table.drop(columns="index").to_csv(index=False)
     return [str(atomic_write_text(path, text))]
+
+
+def write_rois_zip(path: str, data: Any, attributes: Mapping[str, Any]) -> list[str]:
+    """napari's writer hook for a Labels layer as ImageJ ROIs: a ZIP that Fiji's ROI Manager
+    opens, one polygon ROI per particle named by its id (the ``id`` of the CSV), as
+    ``sagegan segment --save-rois`` writes ``<stem>_rois.zip``
+    (:func:`sagegan.particles.pixel_outlines`, :func:`sagegan.io.write_imagej_rois`).
+
+    The outlines run along pixel edges in the layer's pixel coordinates, so they lie over the
+    image file the layer was read from, data bar included. Filled by ImageJ, a ROI covers exactly
+    its particle's pixels (holes filled; of a particle painted in pieces, the largest piece).
+    Like the TIFF and CSV writers, every particle of the labels is written: segmenting leaves
+    none in a data bar's rows (``crop_bottom``).
+    """
+    from ..particles import pixel_outlines
+
+    outlines = pixel_outlines(_labels_2d(data))
+    return [str(write_imagej_rois(path, outlines))]
 
 
 # ------------------------------------------------------------------------------- sample data

@@ -19,7 +19,7 @@ from napari.utils.notifications import show_error
 
 from ..io import InputError
 from ._core import (COLOR_COLUMNS, _merge_by_id, _with_index, analyze_order, color_by_column, layer_nm_per_px,
-                    save_corrections, segment_layer)
+                    pixel_size_text, save_corrections, segment_layer)
 
 _EXPECTED = (ValueError, InputError, FileExistsError, FileNotFoundError)
 
@@ -90,7 +90,9 @@ def segment_widget(viewer: "napari.viewer.Viewer", image: Image, model: str = "g
         layer_data[1]["metadata"]["pixel_size_source"] = image.metadata.get("pixel_size_source")
         layer = _put_labels(viewer, layer_data, like=image)
         table = layer.features
-        lines = [f"{len(table)} particles" + (f" (rows under {crop} left out: data bar)" if crop else "")]
+        source = image.metadata.get("pixel_size_source") or ("the layer's scale" if nm else None)
+        lines = [f"{len(table)} particles" + (f" (the data bar's {crop} rows left out)" if crop else ""),
+                 pixel_size_text(nm, source)]
         if len(table):
             size = "ecd_nm" if "ecd_nm" in table else "ecd_px"
             lines.append(f"median diameter {table[size].median():.3g} {size[4:]}, "
