@@ -484,13 +484,16 @@ def segment_image(seg: Segmenter, image: np.ndarray, scale: str | float = "auto"
                         scores, warnings, clock.seconds)
 
 
-def particle_scores(labels: np.ndarray, probs: np.ndarray, distance: np.ndarray) -> np.ndarray:
+def particle_scores(labels: np.ndarray, probs: np.ndarray, distance: np.ndarray,
+                    block_rows: int = 1024) -> np.ndarray:
     """Raw confidence in [0, 1] of each particle (``labels`` 1..n -> entry 0..n-1).
 
     The mean foreground probability inside the particle times the peak of its predicted
     normalised distance (clipped to [0, 1]): a particle the network is sure of is foreground
     throughout and has a clear core, whereas fragments, debris and merged blobs lack one or the
     other. Models tuned by sagegan map it to a calibrated probability (:func:`calibrated_scores`).
+    Sums, counts and peaks are gathered ``block_rows`` rows at a time, so that a huge image
+    needs no full-size temporaries.
     """
     from scipy import ndimage as ndi
 
@@ -498,11 +501,21 @@ def particle_scores(labels: np.ndarray, probs: np.ndarray, distance: np.ndarray)
     if n == 0:
         return np.zeros(0)
     index = np.arange(1, n + 1)
-    inside = labels > 0  # the particles' pixels only: ndimage sorts what it is given
-    ids = labels[inside]
-    foreground = 1.0 - ndi.mean(probs[0][inside], ids, index)
-    core = np.clip(ndi.maximum(distance[inside], ids, index), 0.0, 1.0)
-    return np.clip(np.asarray(foreground) * np.asarray(core), 0.0, 1.0)
+    background_sum = np.zeros(n + 1)
+    count = np.zeros(n + 1)
+    peak = np.full(n, -np.inf)
+    for r0 in range(0, labels.shape[0], block_rows):
+        rows = slice(r0, r0 + block_rows)
+        block = labels[rows]
+        inside = block > 0  # the particles' pixels only: ndimage sorts what it is given
+        ids = block[inside]
+        if not ids.size:
+            continue
+        background_sum += np.bincount(ids, weights=probs[0][rows][inside], minlength=n + 1)
+        count += np.bincount(ids, minlength=n + 1)
+        peak = np.maximum(peak, ndi.maximum(distance[rows][inside], ids, index))
+    foreground = 1.0 - background_sum[1:] / np.maximum(count[1:], 1)
+    return np.clip(foreground * np.clip(peak, 0.0, 1.0), 0.0, 1.0)
 
 
 def calibrated_scores(raw: np.ndarray, postprocess: dict) -> np.ndarray:
