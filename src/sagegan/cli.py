@@ -61,11 +61,6 @@ def _warnings_as_one_line() -> None:
     warnings.showwarning = show
 
 
-# Options shared by the commands that read data, spelled once.
-DATA = typer.Option(None, "--data", help="Data folder with images/ and masks/.")
-IMAGES = typer.Option(None, "--images", help="Folder of images (instead of --data).")
-MASKS = typer.Option(None, "--masks", help="Folder of masks (instead of --data).")
-SPLIT = typer.Option(None, "--split", help="Text/CSV file whose first column lists the stems to use.")
 def _crop_rows(value: str) -> int | str:
     """``--crop-bottom``: a number of rows, or auto."""
     if value.strip().lower() == "auto":
@@ -88,6 +83,11 @@ def _pixel_size(value: str | None) -> float | str | None:
     return number if mode == "user" else mode
 
 
+# Options shared by the commands that read data, spelled once.
+DATA = typer.Option(None, "--data", help="Data folder with images/ and masks/.")
+IMAGES = typer.Option(None, "--images", help="Folder of images (instead of --data).")
+MASKS = typer.Option(None, "--masks", help="Folder of masks (instead of --data).")
+SPLIT = typer.Option(None, "--split", help="Text/CSV file whose first column lists the stems to use.")
 CROP = typer.Option("auto", "--crop-bottom", callback=_crop_rows, help="Rows to drop at the bottom (the "
                     "microscope's data bar), or auto: find an SEM data bar and drop it (0 keeps every row).")
 _NM_HELP = ("Pixel size in nm (overrides the files), or where to find it: metadata (the file's), auto (the "
@@ -95,6 +95,8 @@ _NM_HELP = ("Pixel size in nm (overrides the files), or where to find it: metada
             "label read by OCR), auto-bar (the image, whatever the metadata says).")
 NM = typer.Option(None, "--nm-per-px", callback=_pixel_size, help=_NM_HELP + " Default here: metadata.")
 NM_AUTO = typer.Option("auto", "--nm-per-px", callback=_pixel_size, help=_NM_HELP)
+TRUTH_CROP = typer.Option("auto", "--crop-bottom", callback=_crop_rows, help="Rows to drop at the bottom of "
+                          "the truth masks, or auto: the rows `segment` dropped from each micrograph (its data bar).")
 SCALE_BAR_NM = typer.Option(None, "--scale-bar-nm", min=0.0, help="The scale bar's length in nm, when its "
                             "label cannot be read: the bar is found and measured, and gives the pixel size.")
 MASK_KIND = typer.Option("auto", "--mask-kind", help="auto | binary | labels: how to read the masks. auto "
@@ -547,7 +549,7 @@ def evaluate(
     split: Optional[Path] = SPLIT,
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the summary (and rows) as JSON."),
     csv_out: Optional[Path] = typer.Option(None, "--csv", help="Write per-image metrics as CSV."),
-    crop_bottom: str = CROP,
+    crop_bottom: str = TRUTH_CROP,
     allow_missing: bool = typer.Option(False, "--allow-missing", help="Score the images that have a prediction "
                                        "when --pred lacks some (default: refuse)."),
     mask_kind: str = typer.Option("auto", "--mask-kind", help="auto | binary | labels: how to read the masks of "

@@ -12,7 +12,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .io import IMAGE_SUFFIXES, InputError, _listing, _stem, check_mask_kind, read_mask, read_segment_records, read_split
+from .io import (IMAGE_SUFFIXES, InputError, _listing, _stem, check_mask_kind, read_mask, read_segment_records,
+                 read_split)
 from .metrics import evaluate_pair, summarize
 
 PRED_SUFFIX = "_labels"
