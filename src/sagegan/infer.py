@@ -564,7 +564,8 @@ def result_warnings(labels: np.ndarray, scores: np.ndarray, postprocess: dict) -
 
 
 def segment(image: np.ndarray | str | Path, model: str | Path | Segmenter | None = None, *,
-            nm_per_px: float | str | None = "auto", crop_bottom: int | str = "auto", diameter_px: float | None = None, diameter_nm: float | None = None,
+            nm_per_px: float | str | None = "auto", crop_bottom: int | str = "auto",
+            diameter_px: float | None = None, diameter_nm: float | None = None,
             scale: str | float = "auto", min_score: float | None = None, tta: bool = False) -> Segmentation:
     """Particles of one micrograph, measured: the one-line entry point (``sagegan.segment``).
 

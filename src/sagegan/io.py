@@ -388,9 +388,10 @@ def pixel_size_mode(nm_per_px: float | str | None, source: str | Path = "--nm-pe
 
 
 def _calibrate_from_image(image: np.ndarray, path: Path, mode: str, scale_bar_nm: float | None,
-                          meta: dict[str, Any]) -> float | None:
-    """The pixel size the image shows (its data bar or scale bar), recorded in ``meta``; None,
-    with one :class:`InputWarning` line saying why, when a bar was found but not read (or, with
+                          meta: dict[str, Any]) -> tuple[float | None, Any]:
+    """The pixel size the image shows (its data bar or scale bar), recorded in ``meta``, and the
+    :class:`sagegan.scalebar.Calibration` (None when OCR failed). The pixel size is None, with
+    one :class:`InputWarning` line saying why, when a bar was found but not read (or, with
     ``auto-bar``, when none was found)."""
     from .scalebar import calibrate_image
 
@@ -399,14 +400,14 @@ def _calibrate_from_image(image: np.ndarray, path: Path, mode: str, scale_bar_nm
     except (RuntimeError, OSError) as exc:  # Tesseract failing on this image (TesseractError is a RuntimeError)
         warnings.warn(f"{path}: pixel size unknown: OCR failed ({_short(exc)}); pass --scale-bar-nm L or --nm-per-px",
                       InputWarning, stacklevel=3)
-        return None
+        return None, None
     if cal.nm_per_px is not None:
         meta["calibration"], meta["pixel_size_source"] = cal.source, cal.detail
-        return cal.nm_per_px
+        return cal.nm_per_px, cal
     if cal.scale_bar is not None or mode == "auto-bar":
         warnings.warn(f"{path}: pixel size unknown: {cal.problem}; pass --scale-bar-nm L (the bar's length "
                       "in nm) or --nm-per-px", InputWarning, stacklevel=3)
-    return None
+    return None, cal
 
 
 # The largest image read by default. Segmenting needs a few tens of bytes per pixel at its peak
@@ -482,12 +483,13 @@ def read_micrograph(path: str | Path, nm_per_px: float | str | None = None,
     image, info = _scale_to_unit(arr, path)
     meta.update(info)
     meta["calibration"] = "metadata" if nm_file is not None else None
+    cal = None
     if user_nm is None and (mode == "auto-bar" or (mode == "auto" and nm_file is None)):
-        nm_file = _calibrate_from_image(image, path, mode, scale_bar_nm, meta)
+        nm_file, cal = _calibrate_from_image(image, path, mode, scale_bar_nm, meta)
     if crop_bottom == "auto":
         from .scalebar import find_data_bar
 
-        data_bar = find_data_bar(image)
+        data_bar = cal.data_bar if cal is not None else find_data_bar(image)  # the calibration looked already
         crop_bottom = data_bar.rows if data_bar is not None else 0
     meta["crop_bottom"] = int(crop_bottom)
     if crop_bottom:

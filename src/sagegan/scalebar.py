@@ -22,11 +22,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-# unit spellings in scale-bar labels, OCR's usual misreadings of "µ" included ("um", "pm", "jum")
-_UNIT_NM = {"nm": 1.0, "nim": 1.0, "nlm": 1.0, "n1m": 1.0, "µm": 1e3, "μm": 1e3, "um": 1e3, "pm": 1e3, "jum": 1e3,
-            "yum": 1e3, "ym": 1e3, "|um": 1e3, "tum": 1e3, "im": 1e3, "mm": 1e6, "å": 0.1}
+from .io import _unit_factor
+
+# OCR's usual misreadings of a label's unit, as the unit meant (the others are read as written,
+# by sagegan.io's unit table). On a particle image's bar a "pm" is a misread "µm": picometre
+# bars are rare there, a misread "µ" is not.
+_OCR_UNITS = {"nim": "nm", "nlm": "nm", "n1m": "nm", "pm": "µm", "jum": "µm", "yum": "µm", "ym": "µm",
+              "|um": "µm", "tum": "µm", "im": "µm"}
 _NUMBER = r"(\d+(?:[.,]\d+)?)"
-_UNIT = r"(nm|[µμ]m|[jy|]um|um|pm|mm|Å)"
 # a bar's label as OCR may misread it: "S00 nim" is "500 nm". Millimetres are left out: in a data
 # bar "WD = 7.5 mm" is the working distance, and no particle image has a millimetre bar.
 _FUZZY_NUMBER = r"(?<![\w.,])([SOoIl|]?[0-9][0-9Oo]{0,3}(?:[.,][0-9Oo]{1,3})?)"
@@ -260,7 +263,8 @@ def _box_margin(strip: ScaleBar, bar: ScaleBar) -> bool:
 # text
 
 def _nm(value: str, unit: str) -> float:
-    return float(value.translate(_DIGITS).replace(",", ".")) * _UNIT_NM[unit.lower().replace("μ", "µ")]
+    unit = unit.lower()
+    return float(value.translate(_DIGITS).replace(",", ".")) * _unit_factor(_OCR_UNITS.get(unit, unit))
 
 
 def _plausible(value: str) -> bool:
@@ -307,7 +311,7 @@ def parse_pixel_size(text: str) -> float | None:
     if not m:
         return None
     value, unit = m.groups()
-    return float(value.replace(",", ".")) * (1e-3 if unit.lower() == "pm" else _UNIT_NM[unit.lower().replace("μ", "µ")])
+    return float(value.replace(",", ".")) * _unit_factor(unit)
 
 
 def ocr_problem() -> str | None:
