@@ -204,3 +204,24 @@ def test_zoom_search_rules_out_noise_and_shading(seg_run, monkeypatch):
     zoom, _, tries = infer.search_zoom(seg, np.zeros((2000, 2000), np.float32))
     assert 0.125 < zoom < 4 and all(t["crops"] == 2 for t in tries if t["zoom"] >= 0.5)
     assert len(calls) > len(tries)
+
+
+def test_zoom_search_keeps_a_frame_of_few_large_particles(seg_run, monkeypatch):
+    """A particle may cover over half of a frame that holds only two or three (EMPS has such
+    images): that zoom stays eligible; one object over three quarters is shading."""
+    from sagegan import infer
+
+    seg = load_segmenter(seg_run[0])
+
+    def fake_try(seg, crop, zoom, share):
+        if zoom == 0.125:
+            return {"diameter": 24.0, "confidence": 0.95, "largest_share": share}
+        if zoom == 0.5:  # the runner-up
+            return {"diameter": 24.0, "confidence": 0.6, "largest_share": 0.02}
+        return {"diameter": 14.0, "confidence": 0.3, "largest_share": 0.02}
+
+    image = np.zeros((500, 500), np.float32)
+    monkeypatch.setattr(infer, "_zoom_try", lambda s, c, z: fake_try(s, c, z, 0.6))
+    assert 0.125 / 1.5 < infer.search_zoom(seg, image)[0] < 0.125 * 1.5
+    monkeypatch.setattr(infer, "_zoom_try", lambda s, c, z: fake_try(s, c, z, 0.8))
+    assert 0.5 / 1.5 < infer.search_zoom(seg, image)[0] < 0.5 * 1.5

@@ -114,8 +114,13 @@ def test_bar_with_a_given_length_needs_no_ocr():
 
 
 @needs_ocr
+@pytest.mark.parametrize("engine", ["default", "pytesseract"])
 @pytest.mark.parametrize("style", ["boxed", "data-bar"])
-def test_ocr_reads_a_simulated_bar(style):
+def test_ocr_reads_a_simulated_bar(style, engine, monkeypatch):
+    if engine == "pytesseract":  # the fallback when tesserocr is missing
+        monkeypatch.setenv("SAGEGAN_OCR", "pytesseract")
+        if ocr_problem() is not None:
+            pytest.skip(ocr_problem())
     sim = simulate_micrograph(384, "hex", "sem", 2)
     barred = add_scale_bar(sim, nm_per_px=3.0, seed=5, style=style, font="DejaVuSans.ttf", font_px=22)
     cal = calibrate_image(np.round(barred.image * 255) / 255)

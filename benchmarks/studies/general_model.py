@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sagegan.io import read_json, read_mask, read_split
+from sagegan.io import read_json, read_mask, read_segment_records, read_split
 from sagegan.metrics import evaluate_pair, match_instances, summarize
 
 N_BOOT = 2000
@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("--pred", type=Path, required=True)
     parser.add_argument("--truth", type=Path, required=True)
     parser.add_argument("--split", type=Path, required=True)
-    parser.add_argument("--crop-bottom", type=int, default=0)
+    parser.add_argument("--crop-bottom", type=int, help="truth rows to drop (default: what segment dropped)")
     parser.add_argument("--nm-per-px", type=float)
     parser.add_argument("--order-labels", type=Path)
     parser.add_argument("--min-score", type=float, help="threshold to apply offline (default: the model's)")
@@ -43,12 +43,14 @@ def main() -> None:
     config = read_json(args.pred / "segment_config.json")
     particles = pd.read_csv(args.pred / "particles.csv", dtype={"image": str})
     threshold = args.min_score if args.min_score is not None else _model_min_score(config)
+    records = read_segment_records([args.pred / f"{stem}_labels.tif" for stem in stems])
     rows, rows_thr, scored, sizes = [], [], [], []
     for stem in stems:
         pred = read_mask(args.pred / f"{stem}_labels.tif", kind="labels")
         truth = read_mask(next(args.truth.glob(f"{stem}.*")))
-        if args.crop_bottom:  # relabelled after the crop: the data bar may have held a particle's piece
-            truth = _relabel(truth[: truth.shape[0] - args.crop_bottom])
+        drop = args.crop_bottom if args.crop_bottom is not None else records.get(stem, {}).get("crop_bottom", 0)
+        if drop:  # relabelled after the crop: the data bar may have held a particle's piece
+            truth = _relabel(truth[: truth.shape[0] - drop])
         table = particles[particles["image"] == stem].set_index("id")
         score = table["score"].reindex(range(1, int(pred.max()) + 1)).to_numpy()
         rows.append({"image": stem, **evaluate_pair(pred, truth)})

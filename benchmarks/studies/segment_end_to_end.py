@@ -89,7 +89,7 @@ def main() -> None:
 def score(out: Path, truth: Path, split: str | None) -> dict:
     from sagegan.evaluate import evaluate_folders, headline
 
-    _, summary = evaluate_folders(out, truth, split)
+    _, summary = evaluate_folders(out, truth, split, crop_bottom="auto")  # the data-bar rows segment dropped
     h = headline(summary)
     return {"f1_50": h["mean_f1_50"], "dice": h["mean_dice"], "pq": h["mean_pq"], "n_images": h["n_images"]}
 

@@ -341,8 +341,8 @@ MIN_PARTICLE_PX = 4.0
 
 
 def search_zoom(seg: Segmenter, image: np.ndarray, zooms: Sequence[float] = SEARCH_ZOOMS,
-                crop_px: int = 384, size_weight: float = 0.1,
-                prior_weight: float = 0.1) -> tuple[float, float, list[dict[str, float]]]:
+                crop_px: int = 256, size_weight: float = 0.1, prior_weight: float = 0.1,
+                max_share: float = 0.75, max_step: float = math.sqrt(2)) -> tuple[float, float, list[dict[str, float]]]:
     """Zoom that brings the image's particles to the model's canonical diameter, found by the model.
 
     Image statistics alone (the autocorrelation) often misjudge the size; the segmenter itself
@@ -355,11 +355,12 @@ def search_zoom(seg: Segmenter, image: np.ndarray, zooms: Sequence[float] = SEAR
 
     the last term only breaking ties far from the image-statistics guess. On a large image a
     second crop is scored too and each zoom gets the mean (median diameter) of the two. Zooms
-    whose result cannot be particles (under ``MIN_PARTICLE_PX`` across, or one object over half
-    the crop) lose to any plausible one. The winner's measured diameter then moves the zoom by
-    at most sqrt(2). The weights were chosen on held-out EMPS
-    training images (benchmarks/studies/scale_search.py). Returns (zoom, estimated median diameter in
-    input px, one record per try).
+    whose result cannot be particles (under ``MIN_PARTICLE_PX`` across, or one object over
+    ``max_share`` of the crop) lose to any plausible one. The winner's measured diameter then
+    moves the zoom by at most ``max_step``. The weights were chosen on held-out EMPS training
+    images (benchmarks/studies/scale_search.py), ``max_share`` on the bundled model's validation
+    images (benchmarks/studies/zoom_search_rules.py). Returns (zoom, estimated median diameter
+    in input px, one record per try).
     """
     canonical = float(seg.canonical_diameter_px)
     h, w = image.shape
@@ -385,13 +386,13 @@ def search_zoom(seg: Segmenter, image: np.ndarray, zooms: Sequence[float] = SEAR
                       "largest_share": max(c["largest_share"] for c in crops), "crops": len(crops),
                       "score": confidence - size_weight * size_error - prior_weight * off_prior})
     # Zooms whose result cannot be particles are ruled out: "particles" under MIN_PARTICLE_PX
-    # across are pixel noise, and one object over half the crop is background shading.
-    plausible = [t for t in tries if t["diameter_px"] >= MIN_PARTICLE_PX and t["largest_share"] <= 0.5]
+    # across are pixel noise, and one object over three quarters of the crop is background
+    # shading (a real particle may cover half of a frame that holds two or three).
+    plausible = [t for t in tries if t["diameter_px"] >= MIN_PARTICLE_PX and t["largest_share"] <= max_share]
     best = max(plausible or tries, key=lambda t: t["score"])
     if not math.isfinite(best["diameter_px"]):  # no particles at any zoom: fall back on image statistics
         return (prior_zoom or 1.0), prior, tries
-    step = math.sqrt(2)
-    zoom = float(np.clip(zoom_for(best["diameter_px"], canonical), best["zoom"] / step, best["zoom"] * step))
+    zoom = float(np.clip(zoom_for(best["diameter_px"], canonical), best["zoom"] / max_step, best["zoom"] * max_step))
     return zoom, best["diameter_px"], tries
 
 

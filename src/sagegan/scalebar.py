@@ -2,8 +2,9 @@
 
 Figures, PNG exports and many SEM TIFFs carry no pixel size, only a scale bar with a label
 ("500 nm") and, on SEM images, a data bar (a uniform band of text under the image). This module
-finds both with plain array operations and reads their text with Tesseract OCR (the optional
-``pytesseract`` wrapper and the ``tesseract-ocr`` program), which it imports lazily:
+finds both with plain array operations and reads their text with Tesseract OCR, imported lazily:
+``tesserocr`` (Tesseract's library, a few ms a reading) when it is installed with the English
+model (Debian's ``tesseract-ocr``), else ``pytesseract`` (the ``tesseract`` program):
 
 - :func:`find_data_bar` -- the rows of the data bar, to exclude them from segmentation;
 - :func:`find_scale_bars` -- straight bars (filled, or with end ticks) that may be scale bars;
@@ -19,6 +20,7 @@ import math
 import re
 import shutil
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -314,15 +316,93 @@ def parse_pixel_size(text: str) -> float | None:
     return float(value.replace(",", ".")) * _unit_factor(unit)
 
 
-def ocr_problem() -> str | None:
-    """Why OCR cannot run here (one line), or None when it can."""
+#: Where Debian, Ubuntu, Fedora and Homebrew put Tesseract's language data.
+TESSDATA_DIRS = ("/usr/share/tesseract-ocr/5/tessdata", "/usr/share/tesseract-ocr/4.00/tessdata",
+                 "/usr/share/tessdata", "/usr/local/share/tessdata", "/opt/homebrew/share/tessdata")
+
+
+def _tessdata() -> str | None:
+    """The folder holding Tesseract's English model (``eng.traineddata``), or None."""
+    import os
+
+    for folder in (os.environ.get("TESSDATA_PREFIX", ""), *TESSDATA_DIRS):
+        if folder and (Path(folder) / "eng.traineddata").is_file():
+            return folder
+    return None
+
+
+def _engine() -> str | None:
+    """``"tesserocr"`` (Tesseract's library in this process: a few ms a reading), else
+    ``"pytesseract"`` (the tesseract program, started for every reading: about 80 ms), else None.
+    ``SAGEGAN_OCR=pytesseract`` in the environment skips tesserocr."""
+    import os
+
+    if os.environ.get("SAGEGAN_OCR") == "pytesseract":
+        try:
+            import pytesseract  # noqa: F401
+        except ImportError:
+            return None
+        return "pytesseract" if shutil.which("tesseract") else None
+    try:
+        import tesserocr  # noqa: F401
+
+        if _tessdata() is not None:
+            return "tesserocr"
+    except ImportError:
+        pass
     try:
         import pytesseract  # noqa: F401
     except ImportError:
-        return "OCR needs the pytesseract package (pip install 'sagegan[ocr]')"
-    if shutil.which("tesseract") is None:
-        return "OCR needs the tesseract program (Debian/Ubuntu: apt-get install tesseract-ocr)"
-    return None
+        return None
+    return "pytesseract" if shutil.which("tesseract") else None
+
+
+def ocr_problem() -> str | None:
+    """Why OCR cannot run here (one line), or None when it can."""
+    if _engine() is not None:
+        return None
+    if _tessdata() is None and shutil.which("tesseract") is None:
+        return ("OCR needs Tesseract and its English model (Debian/Ubuntu: apt-get install tesseract-ocr) "
+                "and pip install 'sagegan[ocr]'")
+    return "OCR needs pip install 'sagegan[ocr]' (tesserocr, or pytesseract)"
+
+
+_APIS: dict[int, object] = {}  # one Tesseract engine per thread, kept: starting one takes 50 ms
+
+
+def _tesserocr_words(picture, psm: int) -> list[tuple[str, tuple[int, int, int, int]]]:
+    import threading
+
+    import tesserocr
+
+    api = _APIS.get(threading.get_ident())
+    if api is None:
+        api = _APIS[threading.get_ident()] = tesserocr.PyTessBaseAPI(path=_tessdata(), lang="eng")
+    api.SetPageSegMode(psm)
+    api.SetImage(picture)
+    api.Recognize()
+    words = []
+    iterator = api.GetIterator()
+    if iterator is None:
+        return words
+    level = tesserocr.RIL.WORD
+    for word in tesserocr.iterate_level(iterator, level):
+        try:
+            text, box = word.GetUTF8Text(level), word.BoundingBox(level)
+        except RuntimeError:  # an empty word
+            continue
+        if text and box:
+            words.append((text, box))
+    return words
+
+
+def _pytesseract_words(picture, psm: int) -> list[tuple[str, tuple[int, int, int, int]]]:
+    import pytesseract
+
+    data = pytesseract.image_to_data(picture, config=f"--psm {psm}", output_type=pytesseract.Output.DICT)
+    return [(text, (left, top, left + width, top + height))
+            for text, left, top, width, height in zip(data["text"], data["left"], data["top"], data["width"],
+                                                      data["height"])]
 
 
 def _ocr_words(crop: np.ndarray, upscale: int, psm: int = 11, pad: int = 0) -> list[tuple[str, float, float]]:
@@ -330,10 +410,9 @@ def _ocr_words(crop: np.ndarray, upscale: int, psm: int = 11, pad: int = 0) -> l
     the crop's pixels; dark text on light is what Tesseract reads best, so light text is inverted.
     ``psm`` is Tesseract's page segmentation mode (11: scattered words, 6: one block); ``pad``
     adds a white margin of that many (enlarged) pixels, which Tesseract needs around text."""
-    problem = ocr_problem()
-    if problem:
-        raise OCRUnavailable(problem)
-    import pytesseract
+    engine = _engine()
+    if engine is None:
+        raise OCRUnavailable(ocr_problem())
     from PIL import Image
 
     if np.median(crop) < 0.5:
@@ -345,12 +424,11 @@ def _ocr_words(crop: np.ndarray, upscale: int, psm: int = 11, pad: int = 0) -> l
         from PIL import ImageOps
 
         pil = ImageOps.expand(pil, pad, fill=255)
-    data = pytesseract.image_to_data(pil, config=f"--psm {psm}", output_type=pytesseract.Output.DICT)
+    read = _tesserocr_words if engine == "tesserocr" else _pytesseract_words
     words = []
-    for text, left, top, width, height in zip(data["text"], data["left"], data["top"], data["width"],
-                                              data["height"]):
+    for text, (left, top, right, bottom) in read(pil, psm):
         if text.strip():
-            words.append((text.strip(), (top - pad + height / 2) / upscale, (left - pad + width / 2) / upscale))
+            words.append((text.strip(), ((top + bottom) / 2 - pad) / upscale, ((left + right) / 2 - pad) / upscale))
     return words
 
 
