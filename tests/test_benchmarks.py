@@ -59,7 +59,7 @@ def _check_rows(rows: list[dict]) -> dict[str, list[dict]]:
 def _check_quick_rows(out: Path, rows: list[dict]) -> None:
     by_bench = _check_rows(rows)
     assert set(by_bench) == {"emps", "few_labels", "bam_tio2", "generator", "speed"}
-    methods = {"classical", "unet", "attention_unet", "sage_gan", "sage_gan_retrain"}
+    methods = {"classical", "unet", "attention_unet", "copy_paste", "sage_gan", "sage_gan_retrain"}
     for bench in ("emps", "few_labels", "bam_tio2"):
         assert {r["method"] for r in by_bench[bench]} == methods, bench
     assert {r["subset"] for r in by_bench["emps"]} == {"all", "ordered", "ordered_or_partial"}

@@ -20,7 +20,7 @@ from typing import Any
 
 BENCHMARKS = ("emps", "few_labels", "bam_tio2", "generator", "speed")
 # the registered methods (methods.REGISTRY), in the order of tables and figures
-METHODS = ("classical", "unet", "attention_unet", "sage_gan", "sage_gan_retrain")
+METHODS = ("classical", "unet", "attention_unet", "copy_paste", "sage_gan", "sage_gan_retrain")
 SEGMENTATION_BENCHMARKS = {"emps": "emps", "few_labels": "emps", "bam_tio2": "bam_tio2"}  # benchmark -> dataset
 
 

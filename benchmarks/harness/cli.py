@@ -18,8 +18,8 @@ signed error of the mean particle diameter in nm), ``generator`` (Fréchet dista
 and synthetic images on the phase 1 encoder's features; TSTR next to TRTR), ``speed`` (inference
 MPix/s next to MONAI, peak RSS, training seconds per iteration).
 
-Methods (``--methods``): ``classical``, ``unet``, ``attention_unet``, ``sage_gan``,
-``sage_gan_retrain``; each learned method gets the same wall-clock budget per (dataset, k, seed),
+Methods (``--methods``): ``classical``, ``unet``, ``attention_unet``, ``copy_paste``
+(attention_unet with ``--augment copy-paste``), ``sage_gan``, ``sage_gan_retrain``; each learned method gets the same wall-clock budget per (dataset, k, seed),
 all of its phases together (``benchmarks/harness/methods.py`` says how it is split). Results and
 their commands: BENCHMARKS.md.
 """

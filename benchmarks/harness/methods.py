@@ -9,6 +9,8 @@ together:
 * ``sage_gan_retrain``: the same phase 1, the SAGE-GAN run as it stood at 0.75 B, then the
   ``sagegan.pipeline`` recipe's synthesis (real and new layouts) and a fresh segmenter on real +
   synthetic pairs until B;
+* ``copy_paste``: attention_unet for the whole budget, with copy-paste pairs (``train-seg
+  --augment copy-paste``);
 * ``classical``: threshold + watershed, tuned on the labelled images (no time limit).
 
 Runs are shared between methods through :meth:`Context.build`: the phase 1 snapshot and the GAN
@@ -240,6 +242,25 @@ def unet(ctx: Context, g: Group) -> Trained:
 @register("attention_unet")
 def attention_unet(ctx: Context, g: Group) -> Trained:
     return attention_runs(ctx, g)[1]
+
+
+@register("copy_paste")
+def copy_paste(ctx: Context, g: Group) -> Trained:
+    """attention_unet for the whole budget with ``train-seg --augment copy-paste``: pairs made by
+    pasting the labelled particles into new layouts, the cheap rival of GAN synthesis (issue 19)."""
+    from sagegan.train_seg import train_segmenter
+
+    cfg = replace(seg_config(ctx.settings, "attention-unet", g.budget_minutes, g.seed), copy_paste_per_image=2.0)
+
+    def train(run_dir: Path) -> dict:
+        ctx.console.log(f"training attention_unet with copy-paste on {g.ds.name} k={g.k} seed={g.seed} "
+                        f"for {g.budget_minutes:g} min")
+        _, wall, cpu = timed(lambda: train_segmenter(g.train, run_dir, cfg, val=g.val, progress=ctx.progress))
+        return {"wall_s": wall, "cpu_s": cpu}
+
+    built = ctx.build(g, "copy_paste", {"cfg": cfg}, train)
+    return Trained.of(built, {"seg": asdict(cfg)}, f"training with copy-paste pairs (2 per labelled image): the "
+                      f"whole budget ({g.budget_minutes:g} min wall-clock)")
 
 
 @register("sage_gan")

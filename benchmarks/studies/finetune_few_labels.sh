@@ -14,7 +14,7 @@ source "$(dirname "$0")/bam_common.sh"   # BAM, SAGEGAN, PY, bam_splits, k_split
 WORK=${WORK:-work/finetune}
 STEPS=${STEPS:-600}
 SEEDS=${SEEDS:-"0 1"}
-KS=${KS:-"4 8"}
+KS=${KS-"4 8"}      # KS="" runs no k (only ALL)
 ALL=${ALL:-1}   # 0: skip the from-scratch run on all 30 images
 
 run() {  # run NAME K SEED INIT...
