@@ -224,19 +224,22 @@ def classical(ctx: Context, g: Group) -> Trained:
                       extra={"params": params}, classical_params=params)
 
 
-@register("unet")
-def unet(ctx: Context, g: Group) -> Trained:
+def whole_budget_run(ctx: Context, g: Group, name: str, cfg: Any, what: str) -> Trained:
+    """One segmenter trained with ``cfg`` for the whole budget (``what`` names it in the log)."""
     from sagegan.train_seg import train_segmenter
 
-    cfg = seg_config(ctx.settings, "unet", g.budget_minutes, g.seed)
-
     def train(run_dir: Path) -> dict:
-        ctx.console.log(f"training unet on {g.ds.name} k={g.k} seed={g.seed} for {g.budget_minutes:g} min")
+        ctx.console.log(f"training {what} on {g.ds.name} k={g.k} seed={g.seed} for {g.budget_minutes:g} min")
         _, wall, cpu = timed(lambda: train_segmenter(g.train, run_dir, cfg, val=g.val, progress=ctx.progress))
         return {"wall_s": wall, "cpu_s": cpu}
 
-    built = ctx.build(g, "unet", {"cfg": cfg}, train)
+    built = ctx.build(g, name, {"cfg": cfg}, train)
     return Trained.of(built, {"seg": asdict(cfg)}, f"training: the whole budget ({g.budget_minutes:g} min wall-clock)")
+
+
+@register("unet")
+def unet(ctx: Context, g: Group) -> Trained:
+    return whole_budget_run(ctx, g, "unet", seg_config(ctx.settings, "unet", g.budget_minutes, g.seed), "unet")
 
 
 @register("attention_unet")
@@ -247,20 +250,10 @@ def attention_unet(ctx: Context, g: Group) -> Trained:
 @register("copy_paste")
 def copy_paste(ctx: Context, g: Group) -> Trained:
     """attention_unet for the whole budget with ``train-seg --augment copy-paste``: pairs made by
-    pasting the labelled particles into new layouts, the cheap rival of GAN synthesis (issue 19)."""
-    from sagegan.train_seg import train_segmenter
-
+    pasting the labelled particles into new layouts (2 per labelled image), the cheap rival of GAN
+    synthesis (issue 19)."""
     cfg = replace(seg_config(ctx.settings, "attention-unet", g.budget_minutes, g.seed), copy_paste_per_image=2.0)
-
-    def train(run_dir: Path) -> dict:
-        ctx.console.log(f"training attention_unet with copy-paste on {g.ds.name} k={g.k} seed={g.seed} "
-                        f"for {g.budget_minutes:g} min")
-        _, wall, cpu = timed(lambda: train_segmenter(g.train, run_dir, cfg, val=g.val, progress=ctx.progress))
-        return {"wall_s": wall, "cpu_s": cpu}
-
-    built = ctx.build(g, "copy_paste", {"cfg": cfg}, train)
-    return Trained.of(built, {"seg": asdict(cfg)}, f"training with copy-paste pairs (2 per labelled image): the "
-                      f"whole budget ({g.budget_minutes:g} min wall-clock)")
+    return whole_budget_run(ctx, g, "copy_paste", cfg, "attention_unet with copy-paste")
 
 
 @register("sage_gan")

@@ -337,24 +337,21 @@ def _engine() -> str | None:
     ``SAGEGAN_OCR=pytesseract`` in the environment skips tesserocr."""
     import os
 
-    if os.environ.get("SAGEGAN_OCR") == "pytesseract":
-        try:
-            import pytesseract  # noqa: F401
-        except ImportError:
-            return None
-        return "pytesseract" if shutil.which("tesseract") else None
-    try:
-        import tesserocr  # noqa: F401
+    if os.environ.get("SAGEGAN_OCR") != "pytesseract" and _importable("tesserocr") and _tessdata() is not None:
+        return "tesserocr"
+    if _importable("pytesseract") and shutil.which("tesseract"):
+        return "pytesseract"
+    return None
 
-        if _tessdata() is not None:
-            return "tesserocr"
-    except ImportError:
-        pass
+
+def _importable(module: str) -> bool:
+    import importlib
+
     try:
-        import pytesseract  # noqa: F401
+        importlib.import_module(module)
     except ImportError:
-        return None
-    return "pytesseract" if shutil.which("tesseract") else None
+        return False
+    return True
 
 
 def ocr_problem() -> str | None:
