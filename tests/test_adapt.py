@@ -116,6 +116,28 @@ def test_copy_paste_pairs_have_exact_masks(make_samples):
         assert 0.0 <= p.image.min() and p.image.max() <= 1.0
 
 
+def test_clustered_pasting_makes_touching_particles(make_samples):
+    """With cluster=1 every particle after the first lands touching one already pasted: the pasted
+    particles form agglomerates (pairs of labels that touch), which scattered pasting rarely
+    makes; cluster=0 keeps the layout of earlier runs."""
+    from sagegan.copy_paste import copy_paste_pairs
+
+    def touching_pairs(labels):
+        right = np.stack([labels[:, :-1].ravel(), labels[:, 1:].ravel()], 1)
+        down = np.stack([labels[:-1].ravel(), labels[1:].ravel()], 1)
+        both = np.concatenate([right, down])
+        both = both[(both[:, 0] > 0) & (both[:, 1] > 0) & (both[:, 0] != both[:, 1])]
+        return len({tuple(sorted(p)) for p in both.tolist()})
+
+    samples = make_samples(2, size=96)
+    scattered = copy_paste_pairs(samples, 4, np.random.default_rng(0))
+    clustered = copy_paste_pairs(samples, 4, np.random.default_rng(0), cluster=1.0)
+    again = copy_paste_pairs(samples, 4, np.random.default_rng(0), cluster=0.0)
+    assert all(np.array_equal(a.labels, b.labels) for a, b in zip(scattered, again))
+    assert sum(touching_pairs(p.labels) for p in clustered) > sum(touching_pairs(p.labels) for p in scattered)
+    assert all(len(np.unique(p.labels)) - 1 >= 3 for p in clustered)
+
+
 def test_train_seg_copy_paste_adds_pasted_pairs(tmp_path):
     from conftest import TINY_SEG
 

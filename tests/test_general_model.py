@@ -225,3 +225,26 @@ def test_zoom_search_keeps_a_frame_of_few_large_particles(seg_run, monkeypatch):
     assert 0.125 / 1.5 < infer.search_zoom(seg, image)[0] < 0.125 * 1.5
     monkeypatch.setattr(infer, "_zoom_try", lambda s, c, z: fake_try(s, c, z, 0.8))
     assert 0.5 / 1.5 < infer.search_zoom(seg, image)[0] < 0.5 * 1.5
+
+
+def test_zoom_search_second_crop_only_near_the_lead(seg_run, monkeypatch):
+    """With second_crop_margin the zooms far behind after the first crop get no second one: fewer
+    network calls, the same winner; the tries can run in another precision (a cached twin)."""
+    from sagegan import infer
+
+    seg = load_segmenter(seg_run[0])
+    calls = []
+
+    def fake_try(s, crop, zoom):
+        calls.append((s.precision, zoom))
+        return {"diameter": 14.0, "confidence": 0.9 if zoom == 1.0 else 0.5, "largest_share": 0.02}
+
+    monkeypatch.setattr(infer, "_zoom_try", fake_try)
+    image = np.zeros((2000, 2000), np.float32)
+    full = infer.search_zoom(seg, image)
+    n_full = len(calls)
+    calls.clear()
+    cheap = infer.search_zoom(seg, image, second_crop_margin=0.1, precision="bf16")
+    assert cheap[0] == pytest.approx(full[0]) and len(calls) < n_full
+    assert {p for p, _ in calls} == {"bf16"} and sum(z == 1.0 for _, z in calls) == 2
+    assert seg.with_precision("bf16") is seg.with_precision("bf16") and seg.with_precision("fp32") is seg

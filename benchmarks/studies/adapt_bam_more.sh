@@ -4,7 +4,9 @@
 #  2. labelled copy-paste: `train-seg --init general --augment copy-paste` on the k = 8 BAM splits of
 #     finetune_few_labels.sh (same ids, seeds and steps), against plain fine-tuning there;
 #  3. a diagnostic: sage-gan with as many segmenter steps as pseudo-label made in its budget
-#     (SG_STEPS, and as many GAN steps before them), i.e. synthetic pairs for free.
+#     (SG_STEPS, and as many GAN steps before them), i.e. synthetic pairs for free;
+#  4. clustered pasting: adapt --method copy-paste --paste-cluster CLUSTER, transductive as in
+#     adapt_bam.sh (same budget and seeds), scored on the validation ids (to choose) and the test ids.
 set -euo pipefail
 source "$(dirname "$0")/bam_common.sh"   # BAM, SAGEGAN, PY, bam_splits, k_split, bam_score
 WORK=${WORK:-work/adapt}
@@ -13,8 +15,10 @@ MINUTES=${MINUTES:-6}
 STEPS=${STEPS:-300}
 SEEDS=${SEEDS:-"0 1"}
 SG_STEPS=${SG_STEPS:-275}
-PART=${PART:-all}   # inductive | copy-paste | sage-gan-steps | all
+CLUSTER=${CLUSTER:-0.5}
+PART=${PART:-all}   # inductive | copy-paste | sage-gan-steps | cluster-paste | all
 bam_splits "$WORK"   # the splits of adapt_bam.sh
+awk 'NR % 3 == 1' "$WORK/train.txt" > "$WORK/val.txt"
 
 scored() {  # scored NAME MODEL PART: segment the ids of PART.txt and score them
   local name=$1 model=$2 part=$3
@@ -45,4 +49,14 @@ if [ "$PART" = all ] || [ "$PART" = sage-gan-steps ]; then
     "$SAGEGAN" adapt --images "$BAM/images" --crop-bottom 56 --out "$WORK/$name" --method sage-gan \
       --steps "$SG_STEPS" --seed 0 > /dev/null
   scored "$name" "$WORK/$name" test
+fi
+if [ "$PART" = all ] || [ "$PART" = cluster-paste ]; then
+  for seed in $SEEDS; do
+    name=copy-paste-cluster$CLUSTER-s$seed
+    [ -f "$WORK/$name/config.json" ] && grep -q train_seconds "$WORK/$name/config.json" || \
+      "$SAGEGAN" adapt --images "$BAM/images" --crop-bottom 56 --out "$WORK/$name" --method copy-paste \
+        --paste-cluster "$CLUSTER" --max-minutes "$MINUTES" --seed "$seed" > /dev/null
+    scored "$name" "$WORK/$name" val
+    scored "$name" "$WORK/$name" test
+  done
 fi

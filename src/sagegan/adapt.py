@@ -62,6 +62,7 @@ class AdaptConfig:
     batch_size: int = 8
     scale_jitter: float = 0.4
     pasted_per_image: int = 2            # copy-paste: pasted pairs per target image
+    paste_cluster: float = 0.0           # copy-paste: share of particles pasted touching another
     synthetic_per_image: int = 4         # sage-gan: generated pairs per target image
     gan_share: float = 0.6               # sage-gan: share of --max-minutes for the GAN
     gan_patch_size: int = 128
@@ -81,6 +82,8 @@ class AdaptConfig:
             raise ValueError(f"--max-minutes must be positive, got {self.max_minutes}")
         if not 0.0 <= self.min_score < 1.0:
             raise ValueError(f"--min-score must be in [0, 1), got {self.min_score}")
+        if not 0.0 <= self.paste_cluster <= 1.0:
+            raise ValueError(f"--paste-cluster must be in [0, 1], got {self.paste_cluster}")
 
 
 @dataclass
@@ -152,7 +155,7 @@ def adapt(images: str | Path | Sequence[str | Path], out: str | Path, model: str
             from .copy_paste import copy_paste_pairs
 
             train += copy_paste_pairs([p.sample for p in pseudo], cfg.pasted_per_image * len(pseudo), rng,
-                                      all_particles=[p.all_labels for p in pseudo])
+                                      all_particles=[p.all_labels for p in pseudo], cluster=cfg.paste_cluster)
         elif cfg.method == "sage-gan":
             synthetic, init = _sage_gan_pairs(pseudo, source_folder, out, cfg, start, progress)
             train += synthetic

@@ -499,6 +499,8 @@ def adapt(
     source: Optional[Path] = typer.Option(None, "--source", help="Labelled data folder of the source domain "
                                           "(images/ + masks/) to train on as well."),
     split: Optional[Path] = typer.Option(None, "--split", help="Only the images whose stems this file lists."),
+    paste_cluster: float = typer.Option(0.0, "--paste-cluster", min=0.0, max=1.0, help="copy-paste: share of "
+                                        "the particles pasted touching another (agglomerates) instead of at random."),
     crop_bottom: str = CROP,
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in RUN."),
@@ -508,7 +510,7 @@ def adapt(
     from .runs import TrainingInterrupted
 
     cfg = AdaptConfig(method=method, steps=steps, max_minutes=max_minutes, seed=seed, min_score=min_score,
-                      crop_bottom=crop_bottom, device=device)
+                      crop_bottom=crop_bottom, device=device, paste_cluster=paste_cluster)
     try:
         run = run_adapt(images, out, model=model, config=cfg, source=source, resume=resume, split=split)
     except TrainingInterrupted as stop:

@@ -11,7 +11,8 @@ A background is the micrograph with every known particle (and every pixel whose 
 unknown) painted over by the local background level, a wide Gaussian average of the free
 pixels, plus noise as strong as the free pixels' own fine texture. Each pasted image holds about
 as many particles as its background image had, placed at random without overlap (touching is
-allowed, as in real packings), each flipped or rotated by a multiple of 90 degrees.
+allowed, as in real packings; a share of them can be placed touching another, in clusters),
+each flipped or rotated by a multiple of 90 degrees.
 """
 
 from __future__ import annotations
@@ -78,16 +79,18 @@ def empty_background(image: np.ndarray, occupied: np.ndarray, diameter_px: float
 
 
 def paste_layout(background: np.ndarray, pool: list[_Particle], n_particles: int, diameter_px: float,
-                 rng: np.random.Generator, attempts_per_particle: int = 4) -> tuple[np.ndarray, np.ndarray]:
-    """Paste about ``n_particles`` random particles of ``pool`` at random, without overlap; returns
-    the image and its instance labels. Particles from images of another scale are zoomed to
-    ``diameter_px``."""
+                 rng: np.random.Generator, attempts_per_particle: int = 4,
+                 cluster: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Paste about ``n_particles`` random particles of ``pool`` without overlap; returns the image
+    and its instance labels. Particles from images of another scale are zoomed to
+    ``diameter_px``. Each particle lands at random, or with probability ``cluster`` beside an
+    already pasted one (touching it, as in agglomerates, which scattered particles never show)."""
     image = background.copy()
     labels = np.zeros(image.shape, np.int32)
     h, w = image.shape
-    n = 0
+    centres: list[tuple[float, float, float]] = []  # (y, x, radius) of each pasted particle
     for _ in range(max(1, n_particles) * attempts_per_particle):
-        if n >= n_particles:
+        if len(centres) >= n_particles:
             break
         p = pool[int(rng.integers(len(pool)))]
         patch, mask = p.image, p.mask
@@ -104,19 +107,30 @@ def paste_layout(background: np.ndarray, pool: list[_Particle], n_particles: int
         ph, pw = mask.shape
         if ph >= h or pw >= w:
             continue
-        y, x = int(rng.integers(h - ph + 1)), int(rng.integers(w - pw + 1))
+        radius = float(np.sqrt(mask.sum() / np.pi))
+        if cluster > 0 and centres and rng.random() < cluster:
+            # centre at the sum of the radii from a pasted particle's centre: the two touch
+            cy, cx, r = centres[int(rng.integers(len(centres)))]
+            angle = rng.uniform(0.0, 2.0 * np.pi)
+            y = int(round(cy + (r + radius) * np.sin(angle) - ph / 2))
+            x = int(round(cx + (r + radius) * np.cos(angle) - pw / 2))
+            if not (0 <= y <= h - ph and 0 <= x <= w - pw):
+                continue
+        else:
+            y, x = int(rng.integers(h - ph + 1)), int(rng.integers(w - pw + 1))
         window = labels[y:y + ph, x:x + pw]
         if (window[mask] > 0).any():
             continue
-        n += 1
-        window[mask] = n
+        centres.append((y + ph / 2, x + pw / 2, radius))
+        window[mask] = len(centres)
         image[y:y + ph, x:x + pw][mask] = patch[mask]
     return image, labels
 
 
 def copy_paste_pairs(samples: list[Sample], n: int, rng: np.random.Generator,
-                     all_particles: list[np.ndarray] | None = None) -> list[Sample]:
-    """``n`` pasted image/mask pairs from the particles and backgrounds of ``samples``.
+                     all_particles: list[np.ndarray] | None = None, cluster: float = 0.0) -> list[Sample]:
+    """``n`` pasted image/mask pairs from the particles and backgrounds of ``samples``; a share
+    ``cluster`` of the particles is pasted touching another (:func:`paste_layout`).
 
     ``all_particles`` (instance labels per sample) marks every particle of each image, also
     those not in its labels (e.g. those a source model was unsure of): they are painted over
@@ -138,6 +152,6 @@ def copy_paste_pairs(samples: list[Sample], n: int, rng: np.random.Generator,
         diameter = median_ecd(labels)
         background = empty_background(s.image, taken, diameter, rng)
         count = len(np.unique(labels)) - 1
-        image, pasted = paste_layout(background, pool, count, diameter, rng)
+        image, pasted = paste_layout(background, pool, count, diameter, rng, cluster=cluster)
         pairs.append(Sample(f"paste_{k:04d}_{s.stem}", np.clip(image, 0.0, 1.0), pasted, s.nm_per_px))
     return pairs

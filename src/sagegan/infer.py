@@ -342,7 +342,8 @@ MIN_PARTICLE_PX = 4.0
 
 def search_zoom(seg: Segmenter, image: np.ndarray, zooms: Sequence[float] = SEARCH_ZOOMS,
                 crop_px: int = 256, size_weight: float = 0.1, prior_weight: float = 0.1,
-                max_share: float = 0.75, max_step: float = math.sqrt(2)) -> tuple[float, float, list[dict[str, float]]]:
+                max_share: float = 0.75, max_step: float = math.sqrt(2), second_crop_margin: float | None = None,
+                precision: str | None = None) -> tuple[float, float, list[dict[str, float]]]:
     """Zoom that brings the image's particles to the model's canonical diameter, found by the model.
 
     Image statistics alone (the autocorrelation) often misjudge the size; the segmenter itself
@@ -354,42 +355,63 @@ def search_zoom(seg: Segmenter, image: np.ndarray, zooms: Sequence[float] = SEAR
         - prior_weight * max(0, |log(zoom / autocorrelation zoom)| - log 2)
 
     the last term only breaking ties far from the image-statistics guess. On a large image a
-    second crop is scored too and each zoom gets the mean (median diameter) of the two. Zooms
+    second crop is scored too and each zoom gets the mean (median diameter) of the two; with
+    ``second_crop_margin`` only the zooms whose first crop scored within that margin of the best
+    plausible one get it (a zoom that far behind seldom wins; it saves most second crops). Zooms
     whose result cannot be particles (under ``MIN_PARTICLE_PX`` across, or one object over
     ``max_share`` of the crop) lose to any plausible one. The winner's measured diameter then
-    moves the zoom by at most ``max_step``. The weights were chosen on held-out EMPS training
-    images (benchmarks/studies/scale_search.py), ``max_share`` on the bundled model's validation
-    images (benchmarks/studies/zoom_search_rules.py). Returns (zoom, estimated median diameter
-    in input px, one record per try).
+    moves the zoom by at most ``max_step``. ``precision`` runs the tries in another precision
+    than the segmenter's ("bf16" is faster where the CPU has bf16 units). The weights were
+    chosen on held-out EMPS training images (benchmarks/studies/scale_search.py), ``max_share``
+    on the bundled model's validation images (benchmarks/studies/zoom_search_rules.py). Returns
+    (zoom, estimated median diameter in input px, one record per try).
     """
     canonical = float(seg.canonical_diameter_px)
     h, w = image.shape
     prior = estimate_diameter_autocorr(image) * seg.config.get("autocorr_factor", 1.0)
     prior_zoom = zoom_for(prior, canonical) if math.isfinite(prior) and prior > 0 else None
-    tries: list[dict[str, float]] = []
-    for zoom in zooms:
-        side = max(int(round(crop_px / zoom)), 16)
-        ch, cw = min(h, side), min(w, side)
-        # The central crop, and on a large enough image a second one around the upper-left
-        # quarter point: a zoom must suit both, so that one odd region (a data bar, a cluster,
-        # bare support) does not decide for the whole image.
-        corners = [((h - ch) // 2, (w - cw) // 2)]
-        if h >= 1.5 * ch or w >= 1.5 * cw:
-            corners.append((max(0, h // 4 - ch // 2), max(0, w // 4 - cw // 2)))
-        crops = [_zoom_try(seg, image[y0:y0 + ch, x0:x0 + cw], zoom) for y0, x0 in corners]
+    searcher = seg.with_precision(precision) if precision else seg
+
+    def score(zoom: float, crops: list[dict[str, float]]) -> dict[str, float]:
         diameters = [c["diameter"] for c in crops if math.isfinite(c["diameter"])]
         diameter = float(np.median(diameters)) if diameters else float("nan")
         confidence = float(np.mean([c["confidence"] for c in crops]))
         size_error = abs(math.log(diameter / canonical)) if math.isfinite(diameter) else 9.0
         off_prior = max(0.0, abs(math.log(zoom / prior_zoom)) - math.log(2)) if prior_zoom else 0.0
-        tries.append({"zoom": zoom, "diameter_px": diameter / zoom, "confidence": confidence,
-                      "largest_share": max(c["largest_share"] for c in crops), "crops": len(crops),
-                      "score": confidence - size_weight * size_error - prior_weight * off_prior})
-    # Zooms whose result cannot be particles are ruled out: "particles" under MIN_PARTICLE_PX
-    # across are pixel noise, and one object over three quarters of the crop is background
-    # shading (a real particle may cover half of a frame that holds two or three).
-    plausible = [t for t in tries if t["diameter_px"] >= MIN_PARTICLE_PX and t["largest_share"] <= max_share]
-    best = max(plausible or tries, key=lambda t: t["score"])
+        return {"zoom": zoom, "diameter_px": diameter / zoom, "confidence": confidence,
+                "largest_share": max(c["largest_share"] for c in crops), "crops": len(crops),
+                "score": confidence - size_weight * size_error - prior_weight * off_prior}
+
+    def plausible(tries: list[dict[str, float]]) -> list[dict[str, float]]:
+        # "Particles" under MIN_PARTICLE_PX across are pixel noise, and one object over three
+        # quarters of the crop is background shading (a real particle may cover half of a
+        # frame that holds two or three).
+        return [t for t in tries if t["diameter_px"] >= MIN_PARTICLE_PX and t["largest_share"] <= max_share]
+
+    # The central crop, and on a large enough image a second one around the upper-left quarter
+    # point: a zoom must suit both, so that one odd region (a data bar, a cluster, bare support)
+    # does not decide for the whole image.
+    crops: dict[float, list[tuple[int, int, int, int]]] = {}
+    for zoom in zooms:
+        side = max(int(round(crop_px / zoom)), 16)
+        ch, cw = min(h, side), min(w, side)
+        crops[zoom] = [((h - ch) // 2, (w - cw) // 2, ch, cw)]
+        if h >= 1.5 * ch or w >= 1.5 * cw:
+            crops[zoom].append((max(0, h // 4 - ch // 2), max(0, w // 4 - cw // 2), ch, cw))
+    results = {zoom: [_zoom_try(searcher, image[y0:y0 + ch, x0:x0 + cw], zoom)]
+               for zoom, ((y0, x0, ch, cw), *_) in crops.items()}
+    second = [z for z in zooms if len(crops[z]) > 1]
+    if second_crop_margin is not None and second:
+        first = [score(z, results[z]) for z in zooms]
+        lead = max(t["score"] for t in (plausible(first) or first))
+        second = [t["zoom"] for t in first if len(crops[t["zoom"]]) > 1 and t["score"] >= lead - second_crop_margin]
+    for zoom in second:
+        y0, x0, ch, cw = crops[zoom][1]
+        results[zoom].append(_zoom_try(searcher, image[y0:y0 + ch, x0:x0 + cw], zoom))
+    tries = [score(z, results[z]) for z in zooms]
+    # A zoom left with one crop where two fit was behind by more than the margin: it stays out.
+    finalists = [t for t in tries if t["crops"] == len(crops[t["zoom"]])]
+    best = max(plausible(finalists) or finalists, key=lambda t: t["score"])
     if not math.isfinite(best["diameter_px"]):  # no particles at any zoom: fall back on image statistics
         return (prior_zoom or 1.0), prior, tries
     zoom = float(np.clip(zoom_for(best["diameter_px"], canonical), best["zoom"] / max_step, best["zoom"] * max_step))

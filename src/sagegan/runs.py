@@ -43,7 +43,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -156,6 +156,15 @@ class Segmenter:
             self._fast = fast.to(torch.bfloat16) if self.precision == "bf16" else fast
             self._fast_key = key
         return self._fast
+
+    def with_precision(self, precision: str) -> Segmenter:
+        """The same segmenter (the same weights) run in ``precision``; made once, then cached."""
+        if precision == self.precision:
+            return self
+        twins = self.__dict__.setdefault("_twins", {})
+        if precision not in twins:
+            twins[precision] = replace(self, precision=precision)
+        return twins[precision]
 
     @property
     def canonical_diameter_px(self) -> float | None:
