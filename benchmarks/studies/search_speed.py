@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import functools
 import time
-from dataclasses import replace
 
 import numpy as np
 
@@ -56,7 +55,7 @@ def main() -> None:
     for name, (options, precision) in VARIANTS.items():
         if args.only and name not in args.only:
             continue
-        seg = replace(base, precision=precision)
+        seg = base.with_precision(precision)
         infer.search_zoom = functools.partial(default_search, **options)
         infer.segment_image(seg, images[stems[0]])  # warm-up
         f1, dice, search_s, total_s, zooms[name] = [], [], 0.0, 0.0, {}

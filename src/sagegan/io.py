@@ -953,8 +953,8 @@ def write_image(path: str | Path, image: np.ndarray) -> Path:
     arr = np.asarray(image)
     if arr.dtype.kind == "f":
         arr = np.clip(np.round(arr * 255.0), 0, 255).astype(np.uint8)
-    # zlib level 1: 4x faster than Pillow's default 6 for a few per cent more bytes (overlays
-    # are most of segment's write time)
+    # zlib level 1: much faster than Pillow's default 6 for a few per cent more bytes (overlays
+    # are most of segment's write time; BENCHMARKS.md)
     options = {"compress_level": 1} if extension == ".png" else {}
     return atomic_write(path, lambda tmp: iio.imwrite(tmp, arr, extension=extension, **options))
 
