@@ -4,6 +4,7 @@ per-particle scores, --min-score, size hints, fine-tuning with --init, the one-l
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import warnings
 from pathlib import Path
@@ -228,8 +229,9 @@ def test_zoom_search_keeps_a_frame_of_few_large_particles(seg_run, monkeypatch):
 
 
 def test_zoom_search_second_crop_only_near_the_lead(seg_run, monkeypatch):
-    """With second_crop_margin the zooms far behind after the first crop get no second one: fewer
-    network calls, the same winner; the tries can run in another precision (a cached twin)."""
+    """With second_crop_margin (the default) the zooms far behind after the first crop get no
+    second one: fewer network calls than with None, the same winner; the tries can run in another
+    precision (a cached twin)."""
     from sagegan import infer
 
     seg = load_segmenter(seg_run[0])
@@ -241,10 +243,36 @@ def test_zoom_search_second_crop_only_near_the_lead(seg_run, monkeypatch):
 
     monkeypatch.setattr(infer, "_zoom_try", fake_try)
     image = np.zeros((2000, 2000), np.float32)
-    full = infer.search_zoom(seg, image)
+    full = infer.search_zoom(seg, image, second_crop_margin=None)
     n_full = len(calls)
     calls.clear()
     cheap = infer.search_zoom(seg, image, second_crop_margin=0.1, precision="bf16")
     assert cheap[0] == pytest.approx(full[0]) and len(calls) < n_full
     assert {p for p, _ in calls} == {"bf16"} and sum(z == 1.0 for _, z in calls) == 2
     assert seg.with_precision("bf16") is seg.with_precision("bf16") and seg.with_precision("fp32") is seg
+
+
+def test_zoom_search_screens_on_a_small_crop(seg_run, monkeypatch):
+    """With screen_crop_px every zoom is first tried on a small crop, and only the screen_keep best
+    get the full crops: the same winner for fewer zoomed pixels through the network; a screening
+    crop that already covers the whole image is not run twice."""
+    from sagegan import infer
+
+    seg = load_segmenter(seg_run[0])
+    calls = []
+
+    def fake_try(s, crop, zoom):
+        calls.append((zoom, crop.size * zoom ** 2))
+        return {"diameter": 24.0, "confidence": {0.125: 0.9, 0.25: 0.7}.get(zoom, 0.5), "largest_share": 0.02}
+
+    monkeypatch.setattr(infer, "_zoom_try", fake_try)
+    image = np.zeros((600, 600), np.float32)
+    full = infer.search_zoom(seg, image)
+    zoomed_px = sum(px for _, px in calls)
+    calls.clear()
+    screened = infer.search_zoom(seg, image, screen_crop_px=128, screen_keep=2)
+    assert screened[0] == pytest.approx(full[0]) and 0.125 / 1.5 < screened[0] < 0.125 * 1.5
+    assert sum(px for _, px in calls) < zoomed_px / 2
+    assert {t["zoom"] for t in screened[2]} == {0.125, 0.25}
+    # At zoom 1/8 the screening crop and the full crop are both the whole image: one call.
+    assert sum(z == 0.125 for z, _ in calls) == 1 and sum(z == 0.25 for z, _ in calls) == 2

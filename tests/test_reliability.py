@@ -120,6 +120,30 @@ def test_segment_bad_images_fail_alone(seg_run, tmp_path, capsys):
     assert list(json.loads((tmp_path / "out" / "segment_manifest.json").read_text())["images"]) == ["good"]
 
 
+def test_segment_reads_ahead_on_a_thread_in_input_order(seg_run, tmp_path, monkeypatch):
+    """The next image is read on a background thread while one is segmented; reads keep the input
+    order and the outputs are those of every image."""
+    import threading
+    from pathlib import Path
+
+    from sagegan import infer
+
+    run, samples = seg_run
+    folder = _micrographs(samples, tmp_path / "in", ["a", "b", "c"])
+    reads = []
+    real_read = infer.read_micrograph
+
+    def read(path, **options):
+        reads.append((Path(path).stem, threading.current_thread().name))
+        return real_read(path, **options)
+
+    monkeypatch.setattr(infer, "read_micrograph", read)
+    infer.segment_files([folder], run, tmp_path / "out", scale=1.0, progress=False)
+    assert [stem for stem, _ in reads] == ["a", "b", "c"]
+    assert all(thread.startswith("sagegan-read") for _, thread in reads)
+    assert sorted(p.name for p in (tmp_path / "out").glob("*_labels.tif")) == ["a_labels.tif", "b_labels.tif", "c_labels.tif"]
+
+
 def test_batch_policy_for_a_distributed_loop():
     import pytest
 

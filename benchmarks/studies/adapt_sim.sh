@@ -4,6 +4,9 @@
 # noisy support), where the truth is exact.
 #
 #   bash benchmarks/studies/adapt_sim.sh          # MINUTES=4 SEEDS="0 1" METHODS="pseudo-label copy-paste sage-gan"
+#   WORK=work/adapt_sim_both SOURCE_ARGS="--invert-prob 0.5" bash benchmarks/studies/adapt_sim.sh
+#                                                 # a source that has seen both polarities: the gap is
+#                                                 # noise, support texture and shading alone
 #
 # Data (all simulated, mixed layouts, 384 px, seeded so every run sees the same images):
 #   sem 40          labelled: train the source model (train-seg, the last 8 validate)
@@ -20,6 +23,7 @@ WORK=${WORK:-work/adapt_sim}
 MINUTES=${MINUTES:-4}
 SEEDS=${SEEDS:-"0 1"}
 METHODS=${METHODS:-"pseudo-label copy-paste sage-gan"}
+SOURCE_ARGS=${SOURCE_ARGS:-}   # extra train-seg options for the source model
 SAGEGAN=${SAGEGAN:-.venv/bin/sagegan}
 PY=${PY:-.venv/bin/python}
 mkdir -p "$WORK"
@@ -47,10 +51,10 @@ score() {  # score NAME MODEL: tem-test, every particle scored
       "$WORK/$name.test.json" "$name"
 }
 
-# The source model: simulated SEM only, one polarity (no --invert-prob), seed 0.
+# The source model: simulated SEM only, seed 0; one polarity unless SOURCE_ARGS says otherwise.
 [ -f "$WORK/source/config.json" ] && grep -q train_seconds "$WORK/source/config.json" || \
   "$SAGEGAN" train-seg --data "$WORK/sem" --val-split "$WORK/sem.val" --out "$WORK/source" --max-minutes "$MINUTES" --val-every 100 --seed 0 \
-      --nm-per-px 2 > /dev/null
+      --nm-per-px 2 $SOURCE_ARGS > /dev/null
 score source "$WORK/source"
 
 for seed in $SEEDS; do

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -25,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import N_CLASSES, median_ecd, normalise_percentile, scale_factor_for
-from .io import MAX_PIXELS, InputError
+from .io import MAX_PIXELS, InputError, read_micrograph
 from .plot import overlay_heatmap, overlay_outlines
 from .runs import MIN_AREA_FRACTION, Segmenter, load_segmenter, model_provenance, resolve_model
 
@@ -342,8 +343,9 @@ MIN_PARTICLE_PX = 4.0
 
 def search_zoom(seg: Segmenter, image: np.ndarray, zooms: Sequence[float] = SEARCH_ZOOMS,
                 crop_px: int = 256, size_weight: float = 0.1, prior_weight: float = 0.1,
-                max_share: float = 0.75, max_step: float = math.sqrt(2), second_crop_margin: float | None = None,
-                precision: str | None = None) -> tuple[float, float, list[dict[str, float]]]:
+                max_share: float = 0.75, max_step: float = math.sqrt(2), second_crop_margin: float | None = 0.1,
+                precision: str | None = None, screen_crop_px: int | None = None,
+                screen_keep: int = 3) -> tuple[float, float, list[dict[str, float]]]:
     """Zoom that brings the image's particles to the model's canonical diameter, found by the model.
 
     Image statistics alone (the autocorrelation) often misjudge the size; the segmenter itself
@@ -355,15 +357,18 @@ def search_zoom(seg: Segmenter, image: np.ndarray, zooms: Sequence[float] = SEAR
         - prior_weight * max(0, |log(zoom / autocorrelation zoom)| - log 2)
 
     the last term only breaking ties far from the image-statistics guess. On a large image a
-    second crop is scored too and each zoom gets the mean (median diameter) of the two; with
-    ``second_crop_margin`` only the zooms whose first crop scored within that margin of the best
-    plausible one get it (a zoom that far behind seldom wins; it saves most second crops). Zooms
+    second crop is scored too and each zoom gets the mean (median diameter) of the two, but only
+    the zooms whose first crop scored within ``second_crop_margin`` of the best plausible one get
+    it (a zoom that far behind seldom wins; None gives every zoom its second crop). Zooms
     whose result cannot be particles (under ``MIN_PARTICLE_PX`` across, or one object over
     ``max_share`` of the crop) lose to any plausible one. The winner's measured diameter then
     moves the zoom by at most ``max_step``. ``precision`` runs the tries in another precision
-    than the segmenter's ("bf16" is faster where the CPU has bf16 units). The weights were
+    than the segmenter's ("bf16" is faster where the CPU has bf16 units). ``screen_crop_px``
+    first screens every zoom on a smaller central crop (that many zoomed px) and searches as
+    above among the ``screen_keep`` best only. The weights were
     chosen on held-out EMPS training images (benchmarks/studies/scale_search.py), ``max_share``
-    on the bundled model's validation images (benchmarks/studies/zoom_search_rules.py). Returns
+    on the bundled model's validation images (benchmarks/studies/zoom_search_rules.py), as were
+    ``second_crop_margin`` and leaving ``screen_crop_px`` off. Returns
     (zoom, estimated median diameter in input px, one record per try).
     """
     canonical = float(seg.canonical_diameter_px)
@@ -388,26 +393,43 @@ def search_zoom(seg: Segmenter, image: np.ndarray, zooms: Sequence[float] = SEAR
         # frame that holds two or three).
         return [t for t in tries if t["diameter_px"] >= MIN_PARTICLE_PX and t["largest_share"] <= max_share]
 
+    def central(zoom: float, px: int) -> tuple[int, int, int, int]:
+        side = max(int(round(px / zoom)), 16)
+        ch, cw = min(h, side), min(w, side)
+        return (h - ch) // 2, (w - cw) // 2, ch, cw
+
+    def attempt(zoom: float, box: tuple[int, int, int, int]) -> dict[str, float]:
+        y0, x0, ch, cw = box
+        return _zoom_try(searcher, image[y0:y0 + ch, x0:x0 + cw], zoom)
+
+    screened: dict[float, tuple[tuple[int, int, int, int], dict[str, float]]] = {}
+    if screen_crop_px is not None and len(zooms) > screen_keep:
+        # Most zooms are far off; a smaller crop tells them apart for a fraction of the cost.
+        screened = {z: (central(z, screen_crop_px), attempt(z, central(z, screen_crop_px))) for z in zooms}
+        first = [score(z, [try_]) for z, (_, try_) in screened.items()]
+        fits = {t["zoom"] for t in plausible(first)}
+        ranked = sorted(first, key=lambda t: (t["zoom"] not in fits, -t["score"]))
+        kept = {t["zoom"] for t in ranked[:screen_keep]}
+        zooms = [z for z in zooms if z in kept]
     # The central crop, and on a large enough image a second one around the upper-left quarter
     # point: a zoom must suit both, so that one odd region (a data bar, a cluster, bare support)
     # does not decide for the whole image.
     crops: dict[float, list[tuple[int, int, int, int]]] = {}
     for zoom in zooms:
-        side = max(int(round(crop_px / zoom)), 16)
-        ch, cw = min(h, side), min(w, side)
-        crops[zoom] = [((h - ch) // 2, (w - cw) // 2, ch, cw)]
+        y0, x0, ch, cw = central(zoom, crop_px)
+        crops[zoom] = [(y0, x0, ch, cw)]
         if h >= 1.5 * ch or w >= 1.5 * cw:
             crops[zoom].append((max(0, h // 4 - ch // 2), max(0, w // 4 - cw // 2), ch, cw))
-    results = {zoom: [_zoom_try(searcher, image[y0:y0 + ch, x0:x0 + cw], zoom)]
-               for zoom, ((y0, x0, ch, cw), *_) in crops.items()}
+    # Where the screening crop was already the whole image, its try is the central one.
+    results = {zoom: [screened[zoom][1] if zoom in screened and screened[zoom][0] == boxes[0]
+                      else attempt(zoom, boxes[0])] for zoom, boxes in crops.items()}
     second = [z for z in zooms if len(crops[z]) > 1]
     if second_crop_margin is not None and second:
         first = [score(z, results[z]) for z in zooms]
         lead = max(t["score"] for t in (plausible(first) or first))
         second = [t["zoom"] for t in first if len(crops[t["zoom"]]) > 1 and t["score"] >= lead - second_crop_margin]
     for zoom in second:
-        y0, x0, ch, cw = crops[zoom][1]
-        results[zoom].append(_zoom_try(searcher, image[y0:y0 + ch, x0:x0 + cw], zoom))
+        results[zoom].append(attempt(zoom, crops[zoom][1]))
     tries = [score(z, results[z]) for z in zooms]
     # A zoom left with one crop where two fit was behind by more than the margin: it stays out.
     finalists = [t for t in tries if t["crops"] == len(crops[t["zoom"]])]
@@ -615,7 +637,6 @@ def segment(image: np.ndarray | str | Path, model: str | Path | Segmenter | None
     >>> result = sagegan.segment("my.tif")                      # doctest: +SKIP
     >>> result.particles[["id", "ecd_nm", "score"]].head()     # doctest: +SKIP
     """
-    from .io import read_micrograph
     from .particles import measure
 
     if isinstance(image, (str, Path)):
@@ -872,16 +893,27 @@ def segment_batch(inputs: Sequence[str | Path], model: str | Path | Segmenter | 
             from rich.progress import track
 
             iterator = track(files, description="segmenting")
-        for path in iterator:
-            with batch.item(path):
-                begin(path)
-                write_json(out / SEGMENT_MANIFEST, manifest)
-                try:
-                    result = segment_to_files(seg, path, names[path], out, planned[names[path]], **options)
-                except BaseException:
-                    undo(path)
-                    raise
-                end(path, result)
+        # The next image is read (decoded, its scale bar read) on a thread while this one is
+        # segmented: the decoders and the OCR release the GIL. A bad file raises at its own turn.
+        reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sagegan-read")
+        read_options = {k: options[k] for k in ("nm_per_px", "crop_bottom", "max_pixels", "scale_bar_nm")}
+        ahead = {files[0]: reader.submit(read_micrograph, files[0], **read_options)}
+        try:
+            for i, path in enumerate(iterator):
+                if i + 1 < len(files):
+                    ahead[files[i + 1]] = reader.submit(read_micrograph, files[i + 1], **read_options)
+                with batch.item(path):
+                    begin(path)
+                    write_json(out / SEGMENT_MANIFEST, manifest)
+                    try:
+                        result = segment_to_files(seg, path, names[path], out, planned[names[path]],
+                                                  micrograph=ahead.pop(path), **options)
+                    except BaseException:
+                        undo(path)
+                        raise
+                    end(path, result)
+        finally:
+            reader.shutdown(wait=True, cancel_futures=True)
     else:
         from .cluster import segment_on_cluster
 
@@ -925,16 +957,19 @@ def segment_to_files(seg: Segmenter, path: Path, name: str, out: Path, outputs: 
                      nm_per_px: float | str | None, crop_bottom: int | str, max_pixels: int | None,
                      scale: str | float, tta: bool, min_area_px: int | None, save_attention: bool,
                      diameter_px: float | None, diameter_nm: float | None, min_score: float | None,
-                     overlay_ids: bool, ome: bool = False, scale_bar_nm: float | None = None) -> dict:
+                     overlay_ids: bool, ome: bool = False, scale_bar_nm: float | None = None,
+                     micrograph: Future | None = None) -> dict:
     """One image of :func:`segment_batch`: read, segment, write the ``outputs`` (file names in
     ``out``), measure. Returns ``run`` (its record in segment_config.json) and ``table`` (its
-    particles); the same on a Dask worker as in the serial loop."""
-    from .io import read_micrograph, write_geojson, write_image, write_imagej_rois, write_labels
+    particles); the same on a Dask worker as in the serial loop. ``micrograph``, a future of
+    :func:`sagegan.io.read_micrograph` started earlier, replaces the read (its ``read`` stage is
+    then the wait)."""
+    from .io import write_geojson, write_image, write_imagej_rois, write_labels
     from .particles import measure
 
     clock = StageClock()
-    mg = read_micrograph(path, nm_per_px=nm_per_px, crop_bottom=crop_bottom, max_pixels=max_pixels,
-                         scale_bar_nm=scale_bar_nm)
+    mg = micrograph.result() if micrograph is not None else read_micrograph(
+        path, nm_per_px=nm_per_px, crop_bottom=crop_bottom, max_pixels=max_pixels, scale_bar_nm=scale_bar_nm)
     hint = diameter_in_px(diameter_px, diameter_nm, mg.nm_per_px, path)
     source = mg.metadata.get("pixel_size_source", "micrograph file") if mg.nm_per_px else None
     clock.lap("read")
