@@ -405,7 +405,8 @@ def search_zoom(seg: Segmenter, image: np.ndarray, zooms: Sequence[float] = SEAR
     screened: dict[float, tuple[tuple[int, int, int, int], dict[str, float]]] = {}
     if screen_crop_px is not None and len(zooms) > screen_keep:
         # Most zooms are far off; a smaller crop tells them apart for a fraction of the cost.
-        screened = {z: (central(z, screen_crop_px), attempt(z, central(z, screen_crop_px))) for z in zooms}
+        small = {z: central(z, screen_crop_px) for z in zooms}
+        screened = {z: (box, attempt(z, box)) for z, box in small.items()}
         first = [score(z, [try_]) for z, (_, try_) in screened.items()]
         fits = {t["zoom"] for t in plausible(first)}
         ranked = sorted(first, key=lambda t: (t["zoom"] not in fits, -t["score"]))
