@@ -59,6 +59,18 @@ def test_simulate_and_check_data(cli_runs, capsys):
     assert (root / "data" / "truth.csv").exists() and (root / "data" / "simulation.json").exists()
 
 
+def test_simulate_imaging_options(capsys, tmp_path):
+    _run(capsys, "simulate", "--out", tmp_path / "tem", "--n", "1", "--size", "64", "--modality", "tem",
+         "--dose", "15", "--blur-px", "2", "--gradient", "0.5", "--shape", "cube", "--diameter-px", "12")
+    params = json.loads((tmp_path / "tem" / "simulation.json").read_text())["images"][0]["params"]
+    assert (params["dose"], params["blur_sigma_px"], params["background_gradient"]) == (15, 2, 0.5)
+    assert (params["shape"], params["mean_diameter_px"]) == ("cube", 12)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["simulate", "--out", str(tmp_path / "bad"), "--n", "1", "--size", "64", "--dose", "0"])
+    assert exit_info.value.code == 2 and "dose must lie in" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_train_seg_writes_a_run(cli_runs):
     root = cli_runs
     seg = load_segmenter(root / "run")

@@ -7,6 +7,8 @@
 #   WORK=work/adapt_sim_both SOURCE_ARGS="--invert-prob 0.5" bash benchmarks/studies/adapt_sim.sh
 #                                                 # a source that has seen both polarities: the gap is
 #                                                 # noise, support texture and shading alone
+#   WORK=work/adapt_sim_hard SOURCE_ARGS="--invert-prob 0.5" TARGET_ARGS="--dose 15 --blur-px 2" \
+#     bash benchmarks/studies/adapt_sim.sh        # a harder target: any `simulate` options
 #
 # Data (all simulated, mixed layouts, 384 px, seeded so every run sees the same images):
 #   sem 40          labelled: train the source model (train-seg, the last 8 validate)
@@ -21,21 +23,22 @@
 set -euo pipefail
 WORK=${WORK:-work/adapt_sim}
 MINUTES=${MINUTES:-4}
-SEEDS=${SEEDS:-"0 1"}
-METHODS=${METHODS:-"pseudo-label copy-paste sage-gan"}
+SEEDS=${SEEDS-"0 1"}         # SEEDS="" stops after the source model
+METHODS=${METHODS-"pseudo-label copy-paste sage-gan"}
 SOURCE_ARGS=${SOURCE_ARGS:-}   # extra train-seg options for the source model
+TARGET_ARGS=${TARGET_ARGS:-}   # extra simulate options for the target images (tem-target, tem-test)
 SAGEGAN=${SAGEGAN:-.venv/bin/sagegan}
 PY=${PY:-.venv/bin/python}
 mkdir -p "$WORK"
 
-simulate() {  # simulate NAME MODALITY N SEED
+simulate() {  # simulate NAME MODALITY N SEED [OPTIONS...]
   [ -d "$WORK/$1/images" ] || "$SAGEGAN" simulate --out "$WORK/$1" --modality "$2" --n "$3" --seed "$4" \
-      --size 384 --layout mixed --nm-per-px 2 > /dev/null
+      --size 384 --layout mixed --nm-per-px 2 "${@:5}" > /dev/null
   ls "$WORK/$1/images" | sed 's/\.[^.]*$//' > "$WORK/$1.txt"
 }
 simulate sem sem 40 101
-simulate tem-target tem 40 201
-simulate tem-test tem 16 203
+simulate tem-target tem 40 201 $TARGET_ARGS
+simulate tem-test tem 16 203 $TARGET_ARGS
 tail -n 8 "$WORK/sem.txt" > "$WORK/sem.val"
 tail -n 8 "$WORK/tem-target.txt" > "$WORK/tem-target.val"
 

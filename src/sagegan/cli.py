@@ -124,12 +124,24 @@ def simulate(
     scale_bar: bool = typer.Option(False, "--scale-bar", help="Burn a labelled scale bar into every image (styles, "
                                    "fonts, sizes and corners vary; pixel size --nm-per-px or drawn per image), for "
                                    "testing calibration from the image."),
+    shape: Optional[str] = typer.Option(None, "--shape", help="disc | sphere | cube | rod (default disc)."),
+    diameter_px: Optional[float] = typer.Option(None, "--diameter-px", help="Mean particle diameter in px "
+                                                "(default 24)."),
+    dose: Optional[float] = typer.Option(None, "--dose", help="Electrons per px at full brightness (default 150; "
+                                         "lower is noisier)."),
+    blur_px: Optional[float] = typer.Option(None, "--blur-px", help="Defocus / probe blur sigma in px "
+                                            "(default 0.8)."),
+    gradient: Optional[float] = typer.Option(None, "--gradient", help="Uneven illumination, as a fraction in "
+                                             "[0, 1] (default 0.15)."),
 ) -> None:
     """Simulate micrographs of nanoparticle arrays with exact instance masks."""
     from .simulate import simulate_dataset
 
+    given = {"shape": shape, "mean_diameter_px": diameter_px, "dose": dose, "blur_sigma_px": blur_px,
+             "background_gradient": gradient}
     folder = simulate_dataset(out, n=n, size=size, layout=layout, modality=modality, seed=seed,
-                              nm_per_px=nm_per_px, overwrite=overwrite, scale_bar=scale_bar)
+                              nm_per_px=nm_per_px, overwrite=overwrite, scale_bar=scale_bar,
+                              **{k: v for k, v in given.items() if v is not None})
     typer.echo(f"wrote {n} image/mask pairs to {folder} (images/, masks/, truth.csv, simulation.json)")
 
 
