@@ -24,7 +24,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 from scipy.spatial import ConvexHull, QhullError
-from skimage.measure import find_contours, regionprops
+from skimage.measure import find_contours, grid_points_in_poly
+from skimage.morphology.convex_hull import possible_hull
 
 from .data import as_label_image
 
@@ -101,6 +102,11 @@ def feret_diameters(points) -> tuple[float, float]:
     except QhullError:  # coincident or collinear points: zero width
         d = pts[:, None, :] - pts[None, :, :]
         return float(np.sqrt((d**2).sum(-1).max())), 0.0
+    return _hull_ferets(hull)
+
+
+def _hull_ferets(hull: np.ndarray) -> tuple[float, float]:
+    """Feret diameters of a convex polygon given by its vertices in order."""
     d = hull[:, None, :] - hull[None, :, :]
     feret_max = float(np.sqrt((d**2).sum(-1).max()))
     edges = np.roll(hull, -1, axis=0) - hull  # edge i goes from vertex i to i+1
@@ -113,10 +119,114 @@ def feret_diameters(points) -> tuple[float, float]:
     return feret_max, feret_min
 
 
-def _region_ferets(convex_image: np.ndarray) -> tuple[float, float]:
-    padded = np.pad(convex_image, 2, mode="constant", constant_values=0)
-    contour = np.vstack(find_contours(padded.astype(np.uint8), 0.5, fully_connected="high"))
-    return feret_diameters(contour)
+# The four midpoints of a pixel's edges, in doubled coordinates (a pixel centre at 2 * (row, col)).
+_EDGE_MIDPOINTS = np.array([[-1, 0], [1, 0], [0, -1], [0, 1]])
+
+
+def _pixel_hull(mask: np.ndarray) -> np.ndarray:
+    """Vertices (row, col), in order, of the convex hull of the mask's pixels taken as diamonds.
+
+    The hull of the midpoints of every pixel's edges, as :func:`skimage.morphology.convex_hull_image`
+    builds it; only pixels that start or end a row or a column can be vertices. The points are
+    deduplicated as integers, which is much cheaper than skimage's ``unique_rows`` on floats.
+    """
+    coords = possible_hull(np.ascontiguousarray(mask, dtype=np.uint8)).astype(np.int64)
+    points = (2 * coords[:, None, :] + _EDGE_MIDPOINTS).reshape(-1, 2) + 1  # >= 0
+    width = 2 * mask.shape[1] + 2
+    keys = np.unique(points[:, 0] * width + points[:, 1])
+    points = np.column_stack([keys // width, keys % width]).astype(np.float64) / 2.0 - 0.5
+    return points[ConvexHull(points).vertices]
+
+
+def _convex_area_and_ferets(mask: np.ndarray) -> tuple[int, float, float]:
+    """Pixel count of the particle's convex image, and its Feret diameters.
+
+    The convex image is skimage's ``image_convex`` (pixels whose centres lie in the hull of
+    :func:`_pixel_hull`); the Feret diameters are those of the 0.5 iso-contour of the convex image,
+    whose vertices are the midpoints of its pixels' outer edges, so they are the diameters of the
+    convex image's own :func:`_pixel_hull`.
+    """
+    convex = grid_points_in_poly(mask.shape, _pixel_hull(mask), binarize=False) >= 1
+    return int(convex.sum()), *_hull_ferets(_pixel_hull(convex))
+
+
+# skimage.measure.perimeter's weights for the codes of a border pixel (1 + 2 x its 4-connected
+# and 10 x its diagonal border neighbours of the same particle): straight runs count 1, diagonal
+# steps sqrt(2), corners between them (1 + sqrt(2)) / 2; other codes 0.
+_PERIMETER_WEIGHTS = np.zeros(50)
+_PERIMETER_WEIGHTS[[5, 7, 15, 17, 25, 27]] = 1.0
+_PERIMETER_WEIGHTS[[21, 33]] = np.sqrt(2.0)
+_PERIMETER_WEIGHTS[[13, 23]] = (1.0 + np.sqrt(2.0)) / 2.0
+
+
+def _perimeters(labels: np.ndarray, n: int, block_rows: int = 1024) -> np.ndarray:
+    """skimage's ``perimeter(particle, 4)`` for every particle 1..n at once (entry 0 unused).
+
+    A particle's border pixels are those with a 4-neighbour outside it; each gets its code from
+    the border pixels of the same particle around it. Rows are taken ``block_rows`` at a time with
+    two rows of context, so that a huge image needs no full-size temporaries beyond a block.
+    """
+    h, w = labels.shape
+    total = np.zeros(n + 1)
+    for r0 in range(0, h, block_rows):
+        r1 = min(h, r0 + block_rows)
+        a, b = max(0, r0 - 2), min(h, r1 + 2)
+        padded = np.pad(labels[a:b], 1)  # outside the image is background
+        centre = padded[1:-1, 1:-1]
+        same = {(dy, dx): padded[1 + dy:padded.shape[0] - 1 + dy, 1 + dx:padded.shape[1] - 1 + dx] == centre
+                for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)}
+        border = np.pad((centre > 0) & ~(same[-1, 0] & same[1, 0] & same[0, -1] & same[0, 1]), 1)
+        code = np.ones(centre.shape, np.int64)
+        for (dy, dx), equal in same.items():
+            near = border[1 + dy:border.shape[0] - 1 + dy, 1 + dx:border.shape[1] - 1 + dx] & equal
+            code += (10 if dy and dx else 2) * near
+        rows = slice(r0 - a, r1 - a)  # only the block's own rows: the context rows lack neighbours
+        mine = border[1:-1, 1:-1][rows]
+        total += np.bincount(centre[rows][mine], weights=_PERIMETER_WEIGHTS[code[rows][mine]], minlength=n + 1)
+    return total
+
+
+def _pixel_sums(labels: np.ndarray, n: int, origin: np.ndarray, image: np.ndarray | None,
+                block_rows: int = 1024) -> dict[str, np.ndarray]:
+    """Per particle 0..n: pixel count, sums of rows, columns, their squares and products (relative
+    to the particle's bounding box ``origin``, so exact in float64), and of the image's values."""
+    names = ("count", "r", "c", "rr", "cc", "rc", "intensity")
+    sums = {k: np.zeros(n + 1) for k in names}
+    for r0 in range(0, labels.shape[0], block_rows):
+        block = labels[r0:r0 + block_rows]
+        rows, cols = np.nonzero(block)
+        if not rows.size:
+            continue
+        ids = block[rows, cols]
+        r = (rows + r0 - origin[ids, 0]).astype(np.float64)
+        c = (cols - origin[ids, 1]).astype(np.float64)
+        for key, weights in (("count", None), ("r", r), ("c", c), ("rr", r * r), ("cc", c * c), ("rc", r * c)):
+            sums[key] += np.bincount(ids, weights=weights, minlength=n + 1)
+        if image is not None:
+            sums["intensity"] += np.bincount(ids, weights=image[r0:r0 + block_rows][rows, cols], minlength=n + 1)
+    return sums
+
+
+def _orientations(sums: dict[str, np.ndarray]) -> np.ndarray:
+    """skimage's regionprops ``orientation`` (radians) from the pixel sums of :func:`_pixel_sums`.
+
+    The central second moments times the pixel count are exact integers, computed as Python
+    integers, so that a particle symmetric in rows and columns gets skimage's tie value (+-pi/4)
+    instead of an angle decided by rounding.
+    """
+    out = np.empty(len(sums["count"]))
+    for i, (n, r, c, rr, cc, rc) in enumerate(zip(*(sums[k].astype(np.int64).tolist()
+                                                    for k in ("count", "r", "c", "rr", "cc", "rc")))):
+        if n == 0:
+            out[i] = np.nan
+            continue
+        mu_rr, mu_cc, mu_rc = n * rr - r * r, n * cc - c * c, n * rc - r * c
+        # skimage: inertia tensor [[a, b], [b, c]] = [[mu_cc, -mu_rc], [-mu_rc, mu_rr]] / n^2
+        if mu_cc == mu_rr:
+            out[i] = np.pi / 4 if -mu_rc < 0 else -np.pi / 4
+        else:
+            out[i] = 0.5 * np.arctan2(2.0 * mu_rc, float(mu_rr - mu_cc))
+    return out
 
 
 # --------------------------------------------------------------------------- outlines
@@ -220,31 +330,45 @@ def measure(labels, image=None, nm_per_px=None) -> pd.DataFrame:
             raise ValueError("image must be real-valued")
         image = image.astype(np.float64, copy=False)
 
+    # skimage's regionprops measures, computed for all particles at once where they are sums
+    # over pixels, and per particle only for the convex hull (regionprops is several times slower).
+    from scipy import ndimage as ndi
+
     h, w = labels.shape
+    boxes = ndi.find_objects(labels)
+    ids = np.array([i for i, box in enumerate(boxes, start=1) if box is not None], dtype=np.int64)
+    n = len(boxes)
+    bbox = np.zeros((n + 1, 4), np.int64)  # min row, min col, max row + 1, max col + 1
+    for i in ids:
+        box_rows, box_cols = boxes[i - 1]
+        bbox[i] = box_rows.start, box_cols.start, box_rows.stop, box_cols.stop
+    sums = _pixel_sums(labels, n, bbox[:, :2], image)
+    perimeter = _perimeters(labels, n)
+    orientation = _orientations(sums)
     rows = []
-    for reg in regionprops(labels, intensity_image=image):
-        minr, minc, maxr, maxc = reg.bbox
-        fmax, fmin = _region_ferets(reg.image_convex)
-        perim = reg.perimeter
-        circ = min(4.0 * np.pi * reg.area / perim**2, 1.0) if perim > 0 else np.nan
+    for i in ids:
+        area = sums["count"][i]
+        convex_area, fmax, fmin = _convex_area_and_ferets(labels[boxes[i - 1]] == i)
+        perim = perimeter[i]
+        circ = min(4.0 * np.pi * area / perim**2, 1.0) if perim > 0 else np.nan
         # skimage: angle between the row axis and the major axis; convert to
         # angle from +x, counter-clockwise on screen, in [-90, 90)
-        orient = (np.rad2deg(reg.orientation) + 180.0) % 180.0 - 90.0
-        cy, cx = reg.centroid
+        orient = (np.rad2deg(orientation[i]) + 180.0) % 180.0 - 90.0
+        minr, minc, maxr, maxc = bbox[i]
         rows.append(
             (
-                reg.label,
-                float(reg.area),
-                float(np.sqrt(4.0 * reg.area / np.pi)),
+                int(i),
+                float(area),
+                float(np.sqrt(4.0 * area / np.pi)),
                 fmax,
                 fmin,
                 fmax / fmin if fmin > 0 else np.nan,
                 circ,
-                float(reg.solidity),
+                float(area / convex_area),
                 float(orient),
-                float(cx),
-                float(cy),
-                float(reg.intensity_mean) if image is not None else np.nan,
+                float(minc + sums["c"][i] / area),
+                float(minr + sums["r"][i] / area),
+                float(sums["intensity"][i] / area) if image is not None else np.nan,
                 bool(minr == 0 or minc == 0 or maxr == h or maxc == w),
             )
         )
