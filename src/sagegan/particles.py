@@ -25,7 +25,6 @@ import pandas as pd
 from scipy import stats
 from scipy.spatial import ConvexHull, QhullError
 from skimage.measure import find_contours, grid_points_in_poly
-from skimage.morphology.convex_hull import possible_hull
 
 from .data import as_label_image
 
@@ -119,22 +118,23 @@ def _hull_ferets(hull: np.ndarray) -> tuple[float, float]:
     return feret_max, feret_min
 
 
-# The four midpoints of a pixel's edges, in doubled coordinates (a pixel centre at 2 * (row, col)).
-_EDGE_MIDPOINTS = np.array([[-1, 0], [1, 0], [0, -1], [0, 1]])
-
-
 def _pixel_hull(mask: np.ndarray) -> np.ndarray:
     """Vertices (row, col), in order, of the convex hull of the mask's pixels taken as diamonds.
 
     The hull of the midpoints of every pixel's edges, as :func:`skimage.morphology.convex_hull_image`
-    builds it; only pixels that start or end a row or a column can be vertices. The points are
-    deduplicated as integers, which is much cheaper than skimage's ``unique_rows`` on floats.
+    builds it. Only the outer midpoints can be vertices: the left edge of each row's first pixel and
+    the right edge of its last, the top edge of each column's first pixel and the bottom edge of
+    its last (every other midpoint lies between two of these), and no two of them coincide.
     """
-    coords = possible_hull(np.ascontiguousarray(mask, dtype=np.uint8)).astype(np.int64)
-    points = (2 * coords[:, None, :] + _EDGE_MIDPOINTS).reshape(-1, 2) + 1  # >= 0
-    width = 2 * mask.shape[1] + 2
-    keys = np.unique(points[:, 0] * width + points[:, 1])
-    points = np.column_stack([keys // width, keys % width]).astype(np.float64) / 2.0 - 0.5
+    h, w = mask.shape
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    first_col = mask[rows].argmax(axis=1)
+    last_col = w - 1 - mask[rows, ::-1].argmax(axis=1)
+    first_row = mask[:, cols].argmax(axis=0)
+    last_row = h - 1 - mask[::-1, cols].argmax(axis=0)
+    points = np.concatenate([np.column_stack([rows, first_col - 0.5]), np.column_stack([rows, last_col + 0.5]),
+                             np.column_stack([first_row - 0.5, cols]), np.column_stack([last_row + 0.5, cols])])
     return points[ConvexHull(points).vertices]
 
 
