@@ -51,6 +51,31 @@ def test_each_method_writes_a_run_that_segment_accepts(target_images, seg_run, t
         assert len(list((run / "synthetic" / "images").iterdir())) == 3 * 4
 
 
+def test_the_adapted_model_keeps_its_sources_zoom_search(target_images, seg_run, tmp_path, monkeypatch):
+    import shutil
+
+    import sagegan.infer as infer
+    from sagegan.io import InputError, read_micrograph
+    from sagegan.runs import load_segmenter, weights_sha256
+
+    run = _adapt(target_images, seg_run, tmp_path / "run", "pseudo-label")
+    assert weights_sha256(run / "zoom_guide" / "segmenter.safetensors") == \
+        weights_sha256(seg_run[0] / "segmenter.safetensors")
+    seg = load_segmenter(run)
+    searched = []
+    search = infer.search_zoom
+    monkeypatch.setattr(infer, "search_zoom", lambda s, image, **kw: searched.append(s) or search(s, image, **kw))
+    infer.segment_image(seg, read_micrograph(target_images / "t0.png").image)
+    assert searched == [seg.zoom_guide] and seg.zoom_guide.path == run / "zoom_guide"
+    # adapting the adapted model keeps the first source's search
+    again = _adapt(target_images, (run, None), tmp_path / "again", "pseudo-label")
+    assert weights_sha256(again / "zoom_guide" / "segmenter.safetensors") == \
+        weights_sha256(seg_run[0] / "segmenter.safetensors")
+    shutil.rmtree(run / "zoom_guide")
+    with pytest.raises(InputError, match="zoom_guide/\\) is missing"):
+        load_segmenter(run)
+
+
 def test_a_seeded_run_repeats_exactly_and_resumes(target_images, seg_run, tmp_path):
     from sagegan.runs import load_tensors
 

@@ -35,8 +35,8 @@ from scipy import ndimage as ndi
 
 from .data import Augment
 from .io import InputError, Sample, read_json, read_micrographs
-from .runs import (SEGMENTER_FILE, RunFolder, Segmenter, check_run_folder, load_segmenter, model_provenance,
-                   resolve_model)
+from .runs import (CONFIG_FILE, SEGMENTER_FILE, RunFolder, Segmenter, check_run_folder, load_segmenter,
+                   model_provenance, resolve_model)
 
 METHODS = ("pseudo-label", "copy-paste", "sage-gan")
 DEFAULT_METHOD = "pseudo-label"
@@ -149,6 +149,7 @@ def adapt(images: str | Path | Sequence[str | Path], out: str | Path, model: str
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(cfg.seed)
     with RunFolder(out, resume=True) as folder:
+        record["zoom_guide"] = _keep_zoom_guide(seg, folder.path)
         train = [p.sample for p in pseudo] + source_pairs
         init = source_folder / SEGMENTER_FILE
         if cfg.method == "copy-paste":
@@ -162,6 +163,28 @@ def adapt(images: str | Path | Sequence[str | Path], out: str | Path, model: str
         seg_minutes = None if cfg.max_minutes is None else max(0.05, cfg.max_minutes - (time.monotonic() - start) / 60)
         _train_segmenter(train, folder, cfg, source_folder, init, seg_minutes, record, progress)
     return folder.final
+
+
+ZOOM_GUIDE_DIR = "zoom_guide"
+
+
+def _keep_zoom_guide(source: Segmenter, out: Path) -> str:
+    """Copy the model whose zoom search the adapted one keeps into ``out``; returns its folder name.
+
+    An adapted model segments well at the right zoom, but its own search can pick a zoom 2-4x off
+    (training on its own confident particles, or on pasted or rendered ones, makes it confident at
+    the wrong scale too), whereas the source's search is what produced the pseudo-labels; on the
+    simulated pair's adaptation images the source's search scored higher (BENCHMARKS.md). The
+    source's own guide is kept when it has one, so adapting twice still uses the first search.
+    """
+    import shutil
+
+    guide = source.zoom_guide or source
+    target = out / ZOOM_GUIDE_DIR
+    target.mkdir(parents=True, exist_ok=True)
+    for name in (CONFIG_FILE, SEGMENTER_FILE):
+        shutil.copyfile(guide.path / name, target / name)
+    return ZOOM_GUIDE_DIR
 
 
 def _pseudo_labels(seg: Segmenter, targets, min_score: float, progress: bool) -> list[PseudoLabel]:

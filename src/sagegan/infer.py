@@ -486,8 +486,8 @@ def segment_image(seg: Segmenter, image: np.ndarray, scale: str | float = "auto"
     """Segment one micrograph (float array) into particle instances at its own size.
 
     ``scale="auto"`` finds the zoom with :func:`search_zoom` (models trained at a canonical
-    particle size); a number fixes the zoom. ``diameter_px``, a typical particle diameter in
-    input px, replaces the search. Every particle gets a score (:func:`particle_scores`);
+    particle size), run by the model's ``zoom_guide`` where it has one; a number fixes the zoom.
+    ``diameter_px``, a typical particle diameter in input px, replaces the search. Every particle gets a score (:func:`particle_scores`);
     those under ``min_score`` (default: the model's tuned ``postprocess.min_score``) are dropped.
     ``warnings`` holds one-line notes on results that look wrong.
     """
@@ -502,7 +502,7 @@ def segment_image(seg: Segmenter, image: np.ndarray, scale: str | float = "auto"
             raise ValueError(f"the particle diameter must be a positive number of px, got {diameter_px}")
         zoom, estimate = (zoom_for(diameter_px, canonical) if canonical else 1.0), float(diameter_px)
     elif scale == "auto" and canonical:
-        zoom, estimate, tries = search_zoom(seg, image)
+        zoom, estimate, tries = search_zoom(seg.zoom_guide or seg, image)
         passes = [t["zoom"] for t in tries]
         if zoom <= SEARCH_ZOOMS[0] or zoom >= SEARCH_ZOOMS[-1]:
             side = "large" if zoom <= SEARCH_ZOOMS[0] else "small"

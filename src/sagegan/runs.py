@@ -145,6 +145,9 @@ class Segmenter:
     # "bf16": inference with bfloat16 weights and activations (probabilities and distances still
     # float32), for CPUs with bf16 units; "fp32" otherwise
     precision: str = "fp32"
+    # the model whose zoom search picks the zoom for this one (``config["zoom_guide"]``, a folder
+    # inside the run): label-free adaptation keeps its source model's search (BENCHMARKS.md)
+    zoom_guide: Segmenter | None = None
 
     @property
     def fast_net(self) -> AttentionUNet:
@@ -254,7 +257,14 @@ def load_segmenter(run_dir: str | Path, device: str | torch.device = "cpu") -> S
         raise InputError(f"{run_dir / CONFIG_FILE}: invalid architecture ({exc})") from None
     load_module_weights(net, run_dir / SEGMENTER_FILE)
     net.to(device).eval()
-    return Segmenter(net, config, run_dir)
+    guide = None
+    if config.get("zoom_guide"):
+        guide_dir = run_dir / config["zoom_guide"]
+        if not (guide_dir / CONFIG_FILE).is_file():
+            raise InputError(f"{run_dir}: the model that picks its zoom ({config['zoom_guide']}/) is missing; "
+                             "copy the whole run folder")
+        guide = load_segmenter(guide_dir, device)
+    return Segmenter(net, config, run_dir, zoom_guide=guide)
 
 
 def load_generator(run_dir: str | Path, device: str | torch.device = "cpu"):
